@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { DestinationStream } from 'pino'
+import type { Config } from './config.js'
+import errors from './plugins/errors.js'
+import requestLog from './plugins/request-log.js'
+import store from './plugins/store.js'
+import openapi from './plugins/openapi.js'
+import auth from './plugins/auth.js'
+import ops from './routes/ops.js'
+import admin from './routes/admin.js'
+import connections from './routes/connections.js'
+
+export interface AppDeps {
+  /** Where log lines go (tests capture them); stdout by default. */
+  logStream?: DestinationStream
+}
+
+// Redaction lives here, not at call sites: whatever object a log call is given, these never print.
+export const redactPaths = [
+  'req.headers.authorization', 'headers.authorization', 'authorization', '*.authorization',
+  'writeKey', '*.writeKey', 'password', '*.password', 'token', '*.token', 'adminToken', '*.adminToken',
+  'properties', '*.properties', 'traits', '*.traits', 'body', '*.body'
+]
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/
+
+/** Builds the whole service, ready for inject() or listen(); never listens itself. */
+export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: {
+      level: config.logLevel,
+      redact: { paths: redactPaths, censor: '[redacted]' },
+      ...(deps.logStream === undefined ? {} : { stream: deps.logStream })
+    },
+    logController: new LogController({ disableRequestLogging: true }),
+    // Keep a caller's request id when it is plainly an id (so it cannot inject into logs).
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    bodyLimit: 64 * 1024,
+    ajv: {
+      customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: true, discriminator: true }
+    }
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  await app.register(errors)
+  await app.register(openapi)
+  await app.register(requestLog)
+  await app.register(store, { config })
+  await app.register(auth, { config })
+
+  await app.register(ops)
+  await app.register(admin)
+  await app.register(connections)
+
+  return app
+}

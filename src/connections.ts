@@ -1,0 +1,157 @@
+import type { Config, Region } from './config.js'
+import { AppError } from './errors.js'
+import { newId } from './ids.js'
+import { connectionAad, type KeyRing } from './store/crypto.js'
+import type { ConnectionPatch, ConnectionRecord, Store } from './store/store.js'
+
+export const PASSWORD_WARNING = 'password is documentation only: Segment authenticates with the Write Key as the Basic username and a blank password, so the value was neither stored nor sent'
+
+export interface ConnectionView {
+  id: string
+  name: string
+  region: Region
+  endpoint?: string
+  writeKeyHint: string
+  createdAt: string
+  updatedAt: string
+  warnings?: string[]
+}
+
+export interface CreateConnectionInput {
+  name: string
+  writeKey: string
+  password?: string
+  region?: Region
+  endpoint?: string
+}
+
+/** A connection ready to send: where, and with which (decrypted) Write Key. */
+export interface ResolvedConnection {
+  record: ConnectionRecord
+  baseUrl: string
+  writeKey: string
+}
+
+/** At most the last 4 characters, fewer for short keys, so the hint never gives away much of a key. */
+export function writeKeyHint (writeKey: string): string {
+  const shown = Math.min(4, Math.floor(writeKey.length / 4))
+  return `…${writeKey.slice(writeKey.length - shown)}`
+}
+
+function warningsFor (password: string | undefined): string[] | undefined {
+  return password !== undefined && password !== '' ? [PASSWORD_WARNING] : undefined
+}
+
+export function toView (record: ConnectionRecord, warnings?: string[]): ConnectionView {
+  return {
+    id: record.id,
+    name: record.name,
+    region: record.region,
+    ...(record.endpoint === null ? {} : { endpoint: record.endpoint }),
+    writeKeyHint: record.writeKeyHint,
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+    ...(warnings === undefined ? {} : { warnings })
+  }
+}
+
+/** Connections of one workspace at a time: every method takes the workspace, so no id crosses tenants. */
+export class ConnectionService {
+  readonly #store: Store
+  readonly #ring: KeyRing
+  readonly #segment: Config['segment']
+
+  constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
+    this.#store = store
+    this.#ring = ring
+    this.#segment = segment
+  }
+
+  /**
+   * The allowlisted origin a custom endpoint names. WHATWG URL parsing normalises case, default
+   * ports and numeric IP forms first; then only an exact origin match with no credentials, path,
+   * query or fragment passes, so `https://api.segment.io@elsewhere` or `https://api.segment.io.`
+   * never match an allowlisted `https://api.segment.io`.
+   */
+  allowedEndpoint (endpoint: string): string {
+    let url: URL | undefined
+    try {
+      url = new URL(endpoint)
+    } catch {}
+    // The host as typed must already be canonical: numeric IP spellings (decimal, hex,
+    // IPv4-mapped IPv6) are refused even when they normalise to an allowed host.
+    const typedHost = /^[a-z][a-z0-9+.-]*:\/\/(\[[^\]]*\]|[^/?#:]*)/i.exec(endpoint)?.[1]?.toLowerCase()
+    const bare = url !== undefined && url.username === '' && url.password === '' &&
+      (url.pathname === '/' || url.pathname === '') && url.search === '' && url.hash === '' &&
+      !endpoint.includes('@') && !/\s/.test(endpoint) && typedHost === url.hostname
+    if (url === undefined || !bare || !this.#segment.allowedEndpoints.includes(url.origin)) {
+      throw new AppError('endpoint_not_allowed', 'endpoint is not in the operator\'s SEGMENT_ALLOWED_ENDPOINTS', {
+        errors: [{ path: '/endpoint', message: 'must be one of the base URLs the operator allowed' }]
+      })
+    }
+    return url.origin
+  }
+
+  async create (workspaceId: string, input: CreateConnectionInput): Promise<ConnectionView> {
+    const endpoint = input.endpoint === undefined ? null : this.allowedEndpoint(input.endpoint)
+    const id = newId('con')
+    const now = new Date().toISOString()
+    const record: ConnectionRecord = {
+      id,
+      workspaceId,
+      name: input.name,
+      region: input.region ?? 'us',
+      endpoint,
+      writeKeyHint: writeKeyHint(input.writeKey),
+      secret: this.#ring.seal(input.writeKey, connectionAad(workspaceId, id)),
+      createdAt: now,
+      updatedAt: now
+    }
+    await this.#store.createConnection(record)
+    return toView(record, warningsFor(input.password))
+  }
+
+  async list (workspaceId: string): Promise<ConnectionView[]> {
+    return (await this.#store.listConnections(workspaceId)).map((record) => toView(record))
+  }
+
+  async get (workspaceId: string, id: string): Promise<ConnectionView> {
+    return toView(await this.#record(workspaceId, id))
+  }
+
+  async update (workspaceId: string, id: string, patch: ConnectionPatch): Promise<ConnectionView> {
+    const checked: ConnectionPatch = { ...patch }
+    if (typeof patch.endpoint === 'string') checked.endpoint = this.allowedEndpoint(patch.endpoint)
+    const record = await this.#store.updateConnection(workspaceId, id, checked, new Date().toISOString())
+    if (record === undefined) throw notFound()
+    return toView(record)
+  }
+
+  async rotateWriteKey (workspaceId: string, id: string, writeKey: string, password?: string): Promise<ConnectionView> {
+    const secret = this.#ring.seal(writeKey, connectionAad(workspaceId, id))
+    const record = await this.#store.replaceWriteKey(workspaceId, id, secret, writeKeyHint(writeKey), new Date().toISOString())
+    if (record === undefined) throw notFound()
+    return toView(record, warningsFor(password))
+  }
+
+  async delete (workspaceId: string, id: string): Promise<void> {
+    if (!await this.#store.deleteConnection(workspaceId, id)) throw notFound()
+  }
+
+  /** Read and decrypt on every call, so a rotation is used by the very next action on every replica. */
+  async resolve (workspaceId: string, id: string): Promise<ResolvedConnection> {
+    const record = await this.#record(workspaceId, id)
+    const baseUrl = record.endpoint === null ? this.#segment.baseUrls[record.region] : this.allowedEndpoint(record.endpoint)
+    return { record, baseUrl, writeKey: this.#ring.open(record.secret, connectionAad(workspaceId, id)) }
+  }
+
+  async #record (workspaceId: string, id: string): Promise<ConnectionRecord> {
+    const record = await this.#store.getConnection(workspaceId, id)
+    if (record === undefined) throw notFound()
+    return record
+  }
+}
+
+function notFound (): AppError {
+  return new AppError('connection_not_found', 'no such connection in this workspace')
+}

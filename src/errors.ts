@@ -1,0 +1,109 @@
+import { Type } from '@sinclair/typebox'
+
+// The table of coded errors. Clients branch on `code`; `title` is fixed per code; `detail` is per
+// occurrence. Answers are RFC 9457 problem documents (see plugins/errors.ts).
+export const errorTable = {
+  invalid_request: { status: 400, title: 'Invalid request' },
+  endpoint_not_allowed: { status: 400, title: 'Endpoint not allowed' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  not_found: { status: 404, title: 'Not found' },
+  workspace_not_found: { status: 404, title: 'Workspace not found' },
+  token_not_found: { status: 404, title: 'Token not found' },
+  connection_not_found: { status: 404, title: 'Connection not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  internal_error: { status: 500, title: 'Internal error' },
+  segment_rejected: { status: 502, title: 'Segment rejected the request' },
+  segment_unavailable: { status: 503, title: 'Segment unavailable' },
+  overloaded: { status: 503, title: 'Service overloaded' },
+  store_unavailable: { status: 503, title: 'Store unavailable' },
+  not_ready: { status: 503, title: 'Not ready' },
+  segment_timeout: { status: 504, title: 'Segment timed out' }
+} as const
+
+export type ErrorCode = keyof typeof errorTable
+
+export interface FieldError {
+  /** JSON Pointer into the request body, e.g. `/batch/3/event`. */
+  path: string
+  message: string
+}
+
+/** Extra members of the problem document, beside status, code, title and detail. */
+export interface ProblemExtras {
+  errors?: FieldError[]
+  limit?: number
+  size?: number
+  index?: number
+  largestFields?: Array<{ path: string, bytes: number }>
+  upstreamStatus?: number
+  upstreamBody?: string
+  attempts?: number
+}
+
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly extras: ProblemExtras
+  /** Seconds, sent as `Retry-After` when set. */
+  readonly retryAfter: number | undefined
+
+  constructor (code: ErrorCode, detail: string, extras: ProblemExtras = {}, retryAfter?: number) {
+    super(detail)
+    this.name = 'AppError'
+    this.code = code
+    this.status = errorTable[code].status
+    this.extras = extras
+    this.retryAfter = retryAfter
+  }
+}
+
+export function problemBody (error: AppError): Record<string, unknown> {
+  return {
+    type: 'about:blank',
+    status: error.status,
+    code: error.code,
+    title: errorTable[error.code].title,
+    detail: error.message,
+    ...error.extras
+  }
+}
+
+// The problem document as a schema: one definition for serialisation and for the OpenAPI text.
+export const FieldErrorSchema = Type.Object({
+  path: Type.String({ description: 'JSON Pointer into the request body', examples: ['/batch/3/event'] }),
+  message: Type.String()
+})
+
+export const ProblemSchema = Type.Object({
+  type: Type.String({ examples: ['about:blank'] }),
+  status: Type.Integer(),
+  code: Type.String({ enum: Object.keys(errorTable), description: 'Stable machine-readable error code; branch on this.' }),
+  title: Type.String(),
+  detail: Type.String(),
+  errors: Type.Optional(Type.Array(FieldErrorSchema, { description: 'Every problem found (invalid_request)' })),
+  limit: Type.Optional(Type.Integer({ description: 'The byte limit that was exceeded (payload_too_large)' })),
+  size: Type.Optional(Type.Integer({ description: 'The measured size in bytes (payload_too_large)' })),
+  index: Type.Optional(Type.Integer({ description: 'The batch item that caused the error' })),
+  largestFields: Type.Optional(Type.Array(Type.Object({ path: Type.String(), bytes: Type.Integer() }), {
+    description: 'The biggest top-level fields of the offending event or body, biggest first'
+  })),
+  upstreamStatus: Type.Optional(Type.Integer({ description: 'The status Segment answered' })),
+  upstreamBody: Type.Optional(Type.String({ description: 'A short excerpt of Segment\'s answer' })),
+  attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' }))
+}, { title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
+
+/** Response schemas for the given error statuses, as application/problem+json. */
+export function problemResponses (...statuses: number[]): Record<number, unknown> {
+  const responses: Record<number, unknown> = {}
+  for (const status of statuses) {
+    const codes = Object.entries(errorTable).filter(([, entry]) => entry.status === status).map(([code]) => code)
+    responses[status] = {
+      description: `Error: ${codes.join(', ')}`,
+      content: { 'application/problem+json': { schema: ProblemSchema } }
+    }
+  }
+  return responses
+}

@@ -1,0 +1,87 @@
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import { AppError, problemBody, type FieldError } from '../errors.js'
+import { StoreUnavailableError } from '../store/store.js'
+import { DecryptError } from '../store/crypto.js'
+
+/** ajv's errors as `{path, message}` with the path pointing at the field itself. */
+export function toFieldErrors (validation: FastifySchemaValidationError[], part: string): FieldError[] {
+  const prefix = part === 'body' ? '' : `${part} `
+  const seen = new Set<string>()
+  const out: FieldError[] = []
+  for (const error of validation) {
+    const params = error.params as Record<string, unknown>
+    let path = error.instancePath
+    let message = error.message ?? 'is invalid'
+    if (error.keyword === 'required' && typeof params.missingProperty === 'string') {
+      path = `${path}/${escapePointer(params.missingProperty)}`
+      message = 'is required'
+    } else if (error.keyword === 'additionalProperties' && typeof params.additionalProperty === 'string') {
+      path = `${path}/${escapePointer(params.additionalProperty)}`
+      message = 'is not allowed'
+    } else if (error.keyword === 'not' && typeof params.forbiddenProperty === 'string') {
+      path = `${path}/${escapePointer(params.forbiddenProperty)}`
+      message = 'is not allowed'
+    }
+    const entry = { path, message: `${prefix}${message}` }
+    const key = `${entry.path}\0${entry.message}`
+    if (!seen.has(key)) {
+      seen.add(key)
+      out.push(entry)
+    }
+  }
+  return out
+}
+
+function escapePointer (segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1')
+}
+
+/** Any thrown value as a coded AppError; unknown errors become a terse 500. */
+export function toAppError (error: FastifyError | Error): AppError {
+  if (error instanceof AppError) return error
+  if (error instanceof StoreUnavailableError) return new AppError('store_unavailable', 'the store is unavailable; retry shortly', {}, 1)
+  const fastifyError = error as FastifyError
+  if (fastifyError.validation !== undefined) {
+    const errors = toFieldErrors(fastifyError.validation, fastifyError.validationContext ?? 'body')
+    return new AppError('invalid_request', `the request has ${errors.length} problem${errors.length === 1 ? '' : 's'}`, { errors })
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError('payload_too_large', 'the request body is larger than this route accepts')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AppError('unsupported_media_type', 'send the body as application/json')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AppError('invalid_request', 'the JSON body is empty', { errors: [{ path: '', message: 'is empty' }] })
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AppError('invalid_request', 'Content-Length does not match the body')
+  }
+  const status = fastifyError.statusCode
+  if (status === 400) {
+    // Malformed JSON, prototype-poisoning keys and the like: the parser's message, which holds no secrets.
+    return new AppError('invalid_request', `the body is not valid JSON: ${fastifyError.message}`, { errors: [{ path: '', message: 'is not valid JSON' }] })
+  }
+  if (status === 404) return new AppError('not_found', 'no such route')
+  if (status === 405) return new AppError('method_not_allowed', 'method not allowed')
+  if (status === 429) return new AppError('rate_limited', 'too many requests')
+  return new AppError('internal_error', 'an internal error occurred; it has been logged')
+}
+
+export function sendProblem (reply: FastifyReply, error: AppError): FastifyReply {
+  if (error.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfter))))
+  return reply.code(error.status).type('application/problem+json').send(problemBody(error))
+}
+
+export default fp(async (app) => {
+  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const appError = toAppError(error)
+    if (appError.status >= 500) {
+      // The log gets the cause; the body stays terse. DecryptError messages name only key ids.
+      const level = appError.code === 'internal_error' || error instanceof DecryptError ? 'error' : 'warn'
+      request.log[level]({ err: error, code: appError.code }, 'request failed')
+    }
+    return sendProblem(reply, appError)
+  })
+
+  app.setNotFoundHandler((_request, reply) => sendProblem(reply, new AppError('not_found', 'no such route')))
+}, { name: 'errors' })

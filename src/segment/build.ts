@@ -1,0 +1,145 @@
+import { AppError } from '../errors.js'
+import { serviceName, serviceVersion } from '../version.js'
+import { actions, type ActionName } from './actions.js'
+import { derivedMessageIds, randomMessageId } from './message-id.js'
+
+export interface BuildOptions {
+  workspaceId: string
+  connectionId: string
+  /** When set, generated messageIds are derived from it (see message-id.ts) instead of random. */
+  idempotencyKey?: string | undefined
+  maxEventBytes: number
+  maxBatchBytes: number
+}
+
+export interface UpstreamRequest {
+  /** Segment path, e.g. `/v1/track`. */
+  path: string
+  /** The messageId of each event, in order: the caller's when given, else generated. */
+  messageIds: string[]
+  events: number
+  /** UTF-8 bytes of every body that `render` returns. */
+  bytes: number
+  /** The body to send; only `sentAt` differs between calls. */
+  render: (sentAt: Date) => string
+}
+
+type Json = Record<string, unknown>
+
+const library = { name: serviceName, version: serviceVersion }
+const sentAtLength = 24 // toISOString() for years 0000-9999: `2025-03-14T09:26:53.589Z`
+// `,"sentAt":"…"}` replaces the closing brace of the body.
+const sentAtBytes = ',"sentAt":"'.length + sentAtLength + '"}'.length - 1
+const batchOpen = '{"batch":['
+
+/**
+ * Builds the exact body Segment will get for a validated action body, checks Segment's size limits
+ * on it, and throws AppError('payload_too_large') past one. The caller's objects are not modified.
+ */
+export function buildUpstream (action: ActionName, body: object, options: BuildOptions): UpstreamRequest {
+  const { path } = actions[action]
+  const nextId = options.idempotencyKey === undefined
+    ? randomMessageId
+    : derivedMessageIds({ workspaceId: options.workspaceId, connectionId: options.connectionId, action, idempotencyKey: options.idempotencyKey })
+  return action === 'batch-send'
+    ? buildBatch(path, body as Json, nextId, options)
+    : buildSingle(path, body as Json, nextId, options)
+}
+
+function buildSingle (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
+  // Ours replaces any caller's sentAt: it must be the time of sending.
+  const { sentAt: _sentAt, ...fields } = body
+  const event = prepare(fields, false, nextId, 0)
+  const json = JSON.stringify(event)
+  const bytes = Buffer.byteLength(json) + sentAtBytes
+  if (bytes > options.maxEventBytes) {
+    throw new AppError('payload_too_large', `The event is ${bytes} bytes; Segment accepts at most ${options.maxEventBytes}.`, {
+      limit: options.maxEventBytes, size: bytes, largestFields: largestFields(event)
+    })
+  }
+  const head = json.slice(0, -1)
+  return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => head + sentAtTail(sentAt) }
+}
+
+function buildBatch (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
+  const { batch, sentAt: _sentAt, ...rest } = body
+  const items = batch as Json[]
+  const context = rest.context as Json | undefined
+  const integrations = rest.integrations as Json | undefined
+  const contextSetsLibrary = context?.library != null
+  // Segment merges the batch's context and integrations into each item. Adding both whole is an
+  // upper bound of what merging adds, so items under it need no second serialisation.
+  const mergeBound = (context === undefined ? 0 : ',"context":'.length + Buffer.byteLength(JSON.stringify(context))) +
+    (integrations === undefined ? 0 : ',"integrations":'.length + Buffer.byteLength(JSON.stringify(integrations)))
+
+  const messageIds = new Array<string>(items.length)
+  const parts = new Array<string>(items.length)
+  const sizes = new Array<number>(items.length)
+  let itemBytes = 0
+  for (let index = 0; index < items.length; index++) {
+    const event = prepare(items[index]!, contextSetsLibrary, nextId, index)
+    const json = JSON.stringify(event)
+    const size = Buffer.byteLength(json)
+    if (size + mergeBound > options.maxEventBytes) {
+      const merged = mergeLikeSegment(event, context, integrations)
+      const seen = mergeBound === 0 ? size : Buffer.byteLength(JSON.stringify(merged))
+      if (seen > options.maxEventBytes) {
+        throw new AppError('payload_too_large',
+          `Batch item ${index} is ${seen} bytes (with the batch's context and integrations merged in); Segment accepts at most ${options.maxEventBytes} per event.`,
+          { limit: options.maxEventBytes, size: seen, index, largestFields: largestFields(merged) })
+      }
+    }
+    messageIds[index] = event.messageId as string
+    parts[index] = json
+    sizes[index] = size
+    itemBytes += size
+  }
+
+  const restJson = JSON.stringify(rest)
+  const restPart = restJson === '{}' ? '' : ',' + restJson.slice(1, -1)
+  const open = batchOpen + parts.join(',') + ']' + restPart
+  // The same sum as Buffer.byteLength(open + '}') + sentAtBytes, without measuring the items twice.
+  const bytes = batchOpen.length + itemBytes + (items.length - 1) + 1 + Buffer.byteLength(restPart) + 1 + sentAtBytes
+  if (bytes > options.maxBatchBytes) {
+    // The body's top level is essentially `/batch`; its biggest items are what the caller can move.
+    const biggest = sizes.map((size, index) => ({ path: `/batch/${index}`, bytes: size }))
+      .sort((a, b) => b.bytes - a.bytes).slice(0, 5)
+    throw new AppError('payload_too_large',
+      `The batch body is ${bytes} bytes; Segment accepts at most ${options.maxBatchBytes}. Split it into smaller batches.`,
+      { limit: options.maxBatchBytes, size: bytes, largestFields: biggest })
+  }
+  return { path, messageIds, events: items.length, bytes, render: (sentAt) => open + sentAtTail(sentAt) }
+}
+
+/** A shallow copy of one event with a messageId and, unless some context names one, our library. */
+function prepare (item: Json, contextSetsLibrary: boolean, nextId: (index: number) => string, index: number): Json {
+  const event: Json = { ...item }
+  if (event.messageId === undefined) event.messageId = nextId(index)
+  const context = item.context as Json | undefined
+  if (!contextSetsLibrary && context?.library == null) event.context = { ...context, library }
+  return event
+}
+
+/** The event as Segment sees it in a batch: top-level context and integrations merged, the item winning. */
+function mergeLikeSegment (event: Json, context: Json | undefined, integrations: Json | undefined): Json {
+  const merged: Json = { ...event }
+  if (context !== undefined) merged.context = { ...context, ...(event.context as Json | undefined) }
+  if (integrations !== undefined) merged.integrations = { ...integrations, ...(event.integrations as Json | undefined) }
+  return merged
+}
+
+function largestFields (event: Json): Array<{ path: string, bytes: number }> {
+  const fields: Array<{ path: string, bytes: number }> = []
+  for (const [key, value] of Object.entries(event)) {
+    const json = JSON.stringify(value) as string | undefined
+    if (json !== undefined) fields.push({ path: '/' + key.replaceAll('~', '~0').replaceAll('/', '~1'), bytes: Buffer.byteLength(json) })
+  }
+  return fields.sort((a, b) => b.bytes - a.bytes).slice(0, 5)
+}
+
+function sentAtTail (sentAt: Date): string {
+  const iso = sentAt.toISOString()
+  // A fixed length keeps `bytes` exact for every attempt; only years past 9999 break it.
+  if (iso.length !== sentAtLength) throw new RangeError(`sentAt ${iso} is not a 24-character ISO date`)
+  return ',"sentAt":"' + iso + '"}'
+}

@@ -1,0 +1,236 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Pool, type Dispatcher } from 'undici'
+import { AppError } from '../errors.js'
+import { backoffDelay, isRetryableStatus, parseRetryAfter } from './retry.js'
+
+export interface SegmentClientOptions {
+  /** Every attempt counts, the first included. */
+  maxAttempts: number
+  attemptTimeoutMs: number
+  /** Time budget of one send(), counted from its start. */
+  deadlineMs: number
+  userAgent: string
+  /** Makes the dispatcher for one origin; the client owns it and closes it in close(). Default: a keep-alive Pool. */
+  dispatcher?: (origin: string) => Dispatcher
+  /** Sockets per origin for the default Pool. */
+  connections?: number
+  /** For tests: the jitter source of the backoff. */
+  random?: () => number
+}
+
+export interface SendRequest {
+  baseUrl: string
+  /** Segment path, e.g. `/v1/batch`. */
+  path: string
+  writeKey: string
+  /** Called once per attempt; same events and messageIds each time, only sentAt changes. */
+  render: (sentAt: Date) => string
+  /** The caller gave up (e.g. the client disconnected): stop at once, rejecting with its reason. */
+  signal?: AbortSignal
+}
+
+export interface AttemptReport {
+  /** 1 for the first attempt. */
+  attempt: number
+  status: number | 'error' | 'timeout'
+  durationMs: number
+}
+
+export interface SendHooks {
+  onAttempt?: (report: AttemptReport) => void
+}
+
+export interface SendResult {
+  upstreamStatus: number
+  attempts: number
+}
+
+type Outcome =
+  | { kind: 'response', status: number, retryAfterMs: number | undefined, excerpt: string }
+  | { kind: 'timeout' }
+  | { kind: 'error', reason: string }
+
+/** Retry-After (seconds) on a 503 when Segment named none: short, as our own retries were short. */
+export const defaultRetryAfterSeconds = 2
+const excerptChars = 200
+const excerptBytes = 1024
+// Read at most this much of an error body before dropping the connection instead.
+const drainBytes = 64 * 1024
+
+const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
+
+/**
+ * Sends rendered bodies to Segment with the retry policy of design/api.md § Retries.
+ *
+ * Deadline rule: the deadline is `deadlineMs` after send() starts. The first attempt always starts,
+ * with a timeout of min(attemptTimeoutMs, deadlineMs); when the deadline cuts it, send() fails with
+ * segment_timeout (504). A retry starts only if its wait plus a whole attemptTimeoutMs fits before
+ * the deadline, so it could finish in time; otherwise send() stops at once with segment_unavailable
+ * (503, Retry-After) rather than sleeping or starting an attempt that the deadline would cut.
+ * Redirects are never followed (undici's request does not), so a 3xx is segment_rejected.
+ */
+export class SegmentClient {
+  readonly #options: SegmentClientOptions
+  readonly #dispatchers = new Map<string, Dispatcher>()
+  #closed = false
+
+  constructor (options: SegmentClientOptions) {
+    this.#options = options
+  }
+
+  async send (request: SendRequest, hooks: SendHooks = {}): Promise<SendResult> {
+    const { maxAttempts, attemptTimeoutMs, deadlineMs } = this.#options
+    const deadline = performance.now() + deadlineMs
+    const url = new URL(request.baseUrl.replace(/\/+$/, '') + request.path)
+    const dispatcher = this.#dispatcher(url.origin)
+    const authorization = 'Basic ' + Buffer.from(request.writeKey + ':').toString('base64')
+    const secrets = [request.writeKey, authorization.slice('Basic '.length)].filter((s) => s.length > 0)
+
+    let lastStatus: number | undefined
+    let lastRetryAfterMs: number | undefined
+    for (let attempt = 1; ; attempt++) {
+      const timeoutMs = attempt === 1 ? Math.min(attemptTimeoutMs, deadlineMs) : attemptTimeoutMs
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        authorization,
+        'user-agent': this.#options.userAgent
+      }
+      if (attempt > 1) headers['x-retry-count'] = String(attempt - 1)
+
+      const started = performance.now()
+      const outcome = await attemptOnce(dispatcher, {
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method: 'POST',
+        headers,
+        body: request.render(new Date()),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs
+      }, timeoutMs, request.signal)
+      hooks.onAttempt?.({
+        attempt,
+        status: outcome.kind === 'response' ? outcome.status : outcome.kind,
+        durationMs: performance.now() - started
+      })
+
+      let failure: string
+      if (outcome.kind === 'response') {
+        const { status } = outcome
+        if (status >= 200 && status < 300) return { upstreamStatus: status, attempts: attempt }
+        const upstreamBody = redact(outcome.excerpt, secrets)
+        if (!isRetryableStatus(status)) {
+          throw new AppError('segment_rejected', `Segment answered ${status} to POST ${request.path}; retrying cannot fix it.`, {
+            upstreamStatus: status, upstreamBody, attempts: attempt
+          })
+        }
+        lastStatus = status
+        lastRetryAfterMs = outcome.retryAfterMs
+        failure = `it answered ${status}`
+      } else if (outcome.kind === 'timeout') {
+        if (timeoutMs < attemptTimeoutMs) {
+          throw new AppError('segment_timeout', `Segment did not answer within the ${deadlineMs} ms deadline.`, { attempts: attempt })
+        }
+        lastStatus = undefined
+        lastRetryAfterMs = undefined
+        failure = `no answer within ${attemptTimeoutMs} ms`
+      } else {
+        lastStatus = undefined
+        lastRetryAfterMs = undefined
+        failure = `connection failed (${outcome.reason})`
+      }
+
+      const unavailable = (why: string) => new AppError('segment_unavailable',
+        `Segment is unavailable: ${why}; last, ${failure}.`,
+        { ...(lastStatus === undefined ? {} : { upstreamStatus: lastStatus }), attempts: attempt },
+        lastRetryAfterMs === undefined ? defaultRetryAfterSeconds : Math.max(1, Math.ceil(lastRetryAfterMs / 1000)))
+
+      if (attempt >= maxAttempts) throw unavailable(`${attempt} attempt${attempt === 1 ? '' : 's'} failed`)
+      const waitMs = lastRetryAfterMs ?? backoffDelay(attempt, this.#options.random)
+      if (performance.now() + waitMs + attemptTimeoutMs > deadline) {
+        throw unavailable(`no retry could finish within the ${deadlineMs} ms deadline after ${attempt} attempt${attempt === 1 ? '' : 's'}`)
+      }
+      if (waitMs > 0) await sleep(waitMs, undefined, request.signal === undefined ? undefined : { signal: request.signal })
+    }
+  }
+
+  /** Closes every dispatcher the client made; in-flight sends finish or time out first. */
+  async close (): Promise<void> {
+    this.#closed = true
+    const dispatchers = [...new Set(this.#dispatchers.values())]
+    this.#dispatchers.clear()
+    await Promise.all(dispatchers.map((dispatcher) => dispatcher.close()))
+  }
+
+  #dispatcher (origin: string): Dispatcher {
+    if (this.#closed) throw new Error('SegmentClient is closed')
+    let dispatcher = this.#dispatchers.get(origin)
+    if (dispatcher === undefined) {
+      const { attemptTimeoutMs } = this.#options
+      dispatcher = this.#options.dispatcher?.(origin) ?? new Pool(origin, {
+        connections: this.#options.connections ?? 64,
+        pipelining: 1,
+        connectTimeout: Math.min(attemptTimeoutMs, 10_000),
+        headersTimeout: attemptTimeoutMs,
+        bodyTimeout: attemptTimeoutMs
+      })
+      this.#dispatchers.set(origin, dispatcher)
+    }
+    return dispatcher
+  }
+}
+
+async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, signal?: AbortSignal): Promise<Outcome> {
+  signal?.throwIfAborted()
+  const controller = new AbortController()
+  let timedOut = false
+  const timer = setTimeout(() => { timedOut = true; controller.abort() }, timeoutMs)
+  const onAbort = () => controller.abort(signal?.reason)
+  signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    const response = await dispatcher.request({ ...options, signal: controller.signal })
+    const { statusCode, headers, body } = response
+    if (statusCode >= 200 && statusCode < 300) {
+      await body.dump()
+      return { kind: 'response', status: statusCode, retryAfterMs: undefined, excerpt: '' }
+    }
+    return {
+      kind: 'response',
+      status: statusCode,
+      retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+      excerpt: await readExcerpt(body)
+    }
+  } catch (error) {
+    if (signal?.aborted === true) throw signal.reason
+    if (timedOut) return { kind: 'timeout' }
+    const code = (error as { code?: unknown }).code
+    if (typeof code === 'string' && timeoutCodes.has(code)) return { kind: 'timeout' }
+    return { kind: 'error', reason: typeof code === 'string' ? code : (error as Error).name }
+  } finally {
+    clearTimeout(timer)
+    signal?.removeEventListener('abort', onAbort)
+  }
+}
+
+/** The start of an error body for the problem document; the rest is drained or dropped. */
+async function readExcerpt (body: AsyncIterable<Buffer>): Promise<string> {
+  const kept: Buffer[] = []
+  let keptBytes = 0
+  let seen = 0
+  for await (const chunk of body) {
+    if (keptBytes < excerptBytes) {
+      kept.push(chunk)
+      keptBytes += chunk.length
+    }
+    seen += chunk.length
+    // Breaking out destroys the stream (and the socket): cheaper than reading a huge body.
+    if (seen > drainBytes) break
+  }
+  const text = Buffer.concat(kept).subarray(0, excerptBytes).toString('utf8').trim()
+  return text.length > excerptChars ? text.slice(0, excerptChars) + '…' : text
+}
+
+function redact (text: string, secrets: string[]): string {
+  let out = text
+  for (const secret of secrets) out = out.replaceAll(secret, '[redacted]')
+  return out
+}

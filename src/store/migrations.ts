@@ -1,0 +1,42 @@
+// Versioned schema, one entry per version, applied in order and never edited once shipped.
+// Both stores use the same statements: the types used are valid in SQLite and PostgreSQL except
+// the binary column, which each store names itself (`{blob}`).
+export const migrations: ReadonlyArray<{ version: number, name: string, statements: string[] }> = [
+  {
+    version: 1,
+    name: 'workspaces, tokens, connections, meta',
+    statements: [
+      `CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+        hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+      )`,
+      'CREATE INDEX api_tokens_workspace ON api_tokens (workspace_id)',
+      `CREATE TABLE connections (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        endpoint TEXT,
+        write_key_hint TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        write_key_sealed {blob} NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      )`,
+      'CREATE INDEX connections_workspace ON connections (workspace_id, created_at)',
+      `CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        sealed {blob} NOT NULL
+      )`
+    ]
+  }
+]

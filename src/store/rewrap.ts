@@ -1,0 +1,50 @@
+import { CANARY_AAD, CANARY_META_KEY, connectionAad, type KeyRing } from './crypto.js'
+import type { SealedSecret, Store } from './store.js'
+
+export interface RewrapProgress {
+  scanned: number
+  rewrapped: number
+  /** Rows a concurrent rotation changed under us; they already carry a fresh secret. */
+  raced: number
+}
+
+const PAGE = 200
+
+/**
+ * Re-seals every Write Key (and the canary) under the ring's primary key. Each row is a
+ * compare-and-set, so it is safe to interrupt, to rerun, and to run while replicas rotate keys.
+ */
+export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progress: RewrapProgress) => void): Promise<RewrapProgress> {
+  const progress: RewrapProgress = { scanned: 0, rewrapped: 0, raced: 0 }
+  const canary = await store.getMeta(CANARY_META_KEY)
+  if (canary !== undefined && !ring.isCurrent(canary)) {
+    await store.setMeta(CANARY_META_KEY, reseal(ring, canary, CANARY_AAD), canary)
+  }
+  let after = ''
+  for (;;) {
+    const rows = await store.listSealed(after, PAGE)
+    if (rows.length === 0) break
+    for (const row of rows) {
+      progress.scanned++
+      const aad = connectionAad(row.workspaceId, row.id)
+      let current: SealedSecret | undefined = row.secret
+      // A failed swap means a rotation wrote a new secret meanwhile: read it again and re-seal
+      // that one, in case the replica that wrote it still sealed under an older key.
+      for (let tries = 0; current !== undefined && !ring.isCurrent(current) && tries < 5; tries++) {
+        if (await store.swapSealed(row.id, current, reseal(ring, current, aad))) {
+          progress.rewrapped++
+          break
+        }
+        progress.raced++
+        current = (await store.getConnection(row.workspaceId, row.id))?.secret
+      }
+    }
+    after = rows[rows.length - 1]!.id
+    onProgress?.({ ...progress })
+  }
+  return progress
+}
+
+function reseal (ring: KeyRing, secret: SealedSecret, aad: string): SealedSecret {
+  return ring.seal(ring.open(secret, aad), aad)
+}

@@ -1,0 +1,174 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { migrations } from './migrations.js'
+import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, WorkspaceRecord } from './store.js'
+
+interface ConnectionRow {
+  id: string
+  workspace_id: string
+  name: string
+  region: 'us' | 'eu'
+  endpoint: string | null
+  write_key_hint: string
+  key_id: string
+  write_key_sealed: Buffer
+  created_at: string
+  updated_at: string
+}
+
+function toConnection (row: ConnectionRow): ConnectionRecord {
+  return {
+    id: row.id,
+    workspaceId: row.workspace_id,
+    name: row.name,
+    region: row.region,
+    endpoint: row.endpoint,
+    writeKeyHint: row.write_key_hint,
+    secret: { kid: row.key_id, sealed: row.write_key_sealed },
+    createdAt: row.created_at,
+    updatedAt: row.updated_at
+  }
+}
+
+const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
+
+/** The embedded store: one SQLite file in WAL mode, driven synchronously by better-sqlite3. */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite'
+  readonly #db: Database.Database
+
+  constructor (path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
+    this.#db = new Database(path)
+    this.#db.pragma('journal_mode = WAL')
+    this.#db.pragma('foreign_keys = ON')
+    this.#db.pragma('busy_timeout = 5000')
+    // Deleted secrets are overwritten, not left in free pages.
+    this.#db.pragma('secure_delete = ON')
+  }
+
+  async migrate (): Promise<void> {
+    const db = this.#db
+    db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)')
+    // IMMEDIATE takes the write lock first, so two processes on one file cannot both apply a version.
+    db.transaction(() => {
+      const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map((r) => r.version))
+      for (const migration of migrations) {
+        if (applied.has(migration.version)) continue
+        for (const statement of migration.statements) db.exec(statement.replaceAll('{blob}', 'BLOB'))
+        db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)')
+          .run(migration.version, migration.name, new Date().toISOString())
+      }
+    }).immediate()
+  }
+
+  async ping (): Promise<void> {
+    this.#db.prepare('SELECT 1').get()
+  }
+
+  async close (): Promise<void> {
+    if (this.#db.open) this.#db.close()
+  }
+
+  async createWorkspace (workspace: WorkspaceRecord): Promise<void> {
+    this.#db.prepare('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt)
+  }
+
+  async listWorkspaces (): Promise<WorkspaceRecord[]> {
+    return this.#db.prepare(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id`).all() as WorkspaceRecord[]
+  }
+
+  async getWorkspace (id: string): Promise<WorkspaceRecord | undefined> {
+    return this.#db.prepare(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?`).get(id) as WorkspaceRecord | undefined
+  }
+
+  async createToken (token: TokenRecord): Promise<void> {
+    this.#db.prepare('INSERT INTO api_tokens (id, workspace_id, hash, created_at) VALUES (?, ?, ?, ?)')
+      .run(token.id, token.workspaceId, token.hash, token.createdAt)
+  }
+
+  async findToken (hash: string): Promise<TokenRecord | undefined> {
+    return this.#db.prepare('SELECT id, workspace_id AS workspaceId, hash, created_at AS createdAt FROM api_tokens WHERE hash = ? AND revoked_at IS NULL')
+      .get(hash) as TokenRecord | undefined
+  }
+
+  async revokeToken (workspaceId: string, tokenId: string, revokedAt: string): Promise<boolean> {
+    const result = this.#db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL')
+      .run(revokedAt, tokenId, workspaceId)
+    return result.changes === 1
+  }
+
+  async createConnection (c: ConnectionRecord): Promise<void> {
+    this.#db.prepare(`INSERT INTO connections (id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt)
+  }
+
+  async listConnections (workspaceId: string): Promise<ConnectionRecord[]> {
+    const rows = this.#db.prepare('SELECT * FROM connections WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId) as ConnectionRow[]
+    return rows.map(toConnection)
+  }
+
+  async getConnection (workspaceId: string, id: string): Promise<ConnectionRecord | undefined> {
+    const row = this.#db.prepare('SELECT * FROM connections WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as ConnectionRow | undefined
+    return row === undefined ? undefined : toConnection(row)
+  }
+
+  async updateConnection (workspaceId: string, id: string, patch: ConnectionPatch, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    const row = this.#db.prepare(`UPDATE connections SET
+        name = coalesce(@name, name),
+        region = coalesce(@region, region),
+        endpoint = CASE WHEN @setEndpoint = 1 THEN @endpoint ELSE endpoint END,
+        updated_at = @updatedAt
+      WHERE id = @id AND workspace_id = @workspaceId RETURNING *`)
+      .get({
+        id,
+        workspaceId,
+        name: patch.name ?? null,
+        region: patch.region ?? null,
+        setEndpoint: patch.endpoint === undefined ? 0 : 1,
+        endpoint: patch.endpoint ?? null,
+        updatedAt
+      }) as ConnectionRow | undefined
+    return row === undefined ? undefined : toConnection(row)
+  }
+
+  async replaceWriteKey (workspaceId: string, id: string, secret: SealedSecret, writeKeyHint: string, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    const row = this.#db.prepare(`UPDATE connections SET key_id = ?, write_key_sealed = ?, write_key_hint = ?, updated_at = ?
+      WHERE id = ? AND workspace_id = ? RETURNING *`)
+      .get(secret.kid, secret.sealed, writeKeyHint, updatedAt, id, workspaceId) as ConnectionRow | undefined
+    return row === undefined ? undefined : toConnection(row)
+  }
+
+  async deleteConnection (workspaceId: string, id: string): Promise<boolean> {
+    return this.#db.prepare('DELETE FROM connections WHERE id = ? AND workspace_id = ?').run(id, workspaceId).changes === 1
+  }
+
+  async listSealed (afterId: string, limit: number): Promise<SealedRow[]> {
+    const rows = this.#db.prepare('SELECT id, workspace_id, key_id, write_key_sealed FROM connections WHERE id > ? ORDER BY id LIMIT ?')
+      .all(afterId, limit) as Array<Pick<ConnectionRow, 'id' | 'workspace_id' | 'key_id' | 'write_key_sealed'>>
+    return rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.key_id, sealed: row.write_key_sealed } }))
+  }
+
+  async swapSealed (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
+    const result = this.#db.prepare(`UPDATE connections SET key_id = ?, write_key_sealed = ?
+      WHERE id = ? AND key_id = ? AND write_key_sealed = ?`)
+      .run(next.kid, next.sealed, id, expected.kid, expected.sealed)
+    return result.changes === 1
+  }
+
+  async getMeta (key: string): Promise<SealedSecret | undefined> {
+    const row = this.#db.prepare('SELECT key_id, sealed FROM meta WHERE key = ?').get(key) as { key_id: string, sealed: Buffer } | undefined
+    return row === undefined ? undefined : { kid: row.key_id, sealed: row.sealed }
+  }
+
+  async setMeta (key: string, value: SealedSecret, expected?: SealedSecret): Promise<boolean> {
+    if (expected === undefined) {
+      return this.#db.prepare('INSERT INTO meta (key, key_id, sealed) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING')
+        .run(key, value.kid, value.sealed).changes === 1
+    }
+    return this.#db.prepare('UPDATE meta SET key_id = ?, sealed = ? WHERE key = ? AND key_id = ? AND sealed = ?')
+      .run(value.kid, value.sealed, key, expected.kid, expected.sealed).changes === 1
+  }
+}
