@@ -9,7 +9,7 @@ export const adminAuth = { authorization: `Bearer ${ADMIN_TOKEN}` }
 
 /** The subset of tap's Test that the helpers use. */
 export interface TestContext {
-  testdir: (fixture?: Record<string, unknown>) => string
+  testdir: () => string
   teardown: (fn: () => unknown) => void
 }
 

@@ -1,0 +1,50 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+
+export interface RunningProcess {
+  child: ChildProcess
+  stdout: () => string
+  stderr: () => string
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>
+}
+
+/** Spawns a process and collects its output; killed at teardown if still running. */
+export function startProcess (t: { teardown: (fn: () => unknown) => void }, command: string, args: string[], options: { cwd?: string, env: NodeJS.ProcessEnv }): RunningProcess {
+  // Its own process group, so a wrapper (npm) and the service it starts can be signalled together.
+  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => { err += chunk.toString() })
+  const exited = once(child, 'exit').then(([code]) => code as number | null)
+  t.teardown(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL')
+    } catch {}
+  })
+  return { child, stdout: () => out, stderr: () => err, exited }
+}
+
+/** Sends a signal to the process and everything it started. */
+export function signalGroup (proc: RunningProcess, signal: NodeJS.Signals): void {
+  process.kill(-proc.child.pid!, signal)
+}
+
+/** Polls until `url` answers 200 or the process exits; throws with its output on failure. */
+export async function waitForOk (url: string, proc: RunningProcess, timeoutMs = 60_000): Promise<Response> {
+  const started = Date.now()
+  let lastError: unknown
+  while (Date.now() - started < timeoutMs) {
+    if (proc.child.exitCode !== null) throw new Error(`process exited ${proc.child.exitCode}\n${proc.stdout()}\n${proc.stderr()}`)
+    try {
+      const response = await fetch(url)
+      if (response.status === 200) return response
+      lastError = new Error(`status ${response.status}`)
+    } catch (error) {
+      lastError = error
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  throw new Error(`${url} not ready: ${String(lastError)}\n${proc.stdout()}\n${proc.stderr()}`)
+}
