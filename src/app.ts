@@ -11,10 +11,16 @@ import auth from './plugins/auth.js'
 import ops from './routes/ops.js'
 import admin from './routes/admin.js'
 import connections from './routes/connections.js'
+import actionRoutes from './routes/actions.js'
+import metrics from './plugins/metrics.js'
+import segment from './plugins/segment.js'
+import type { Dispatcher } from 'undici'
 
 export interface AppDeps {
   /** Where log lines go (tests capture them); stdout by default. */
   logStream?: DestinationStream
+  /** The dispatcher for each upstream origin; a keep-alive undici Pool by default. */
+  dispatcher?: (origin: string) => Dispatcher
 }
 
 // Redaction lives here, not at call sites: whatever object a log call is given, these never print.
@@ -56,10 +62,13 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(requestLog)
   await app.register(store, { config })
   await app.register(auth, { config })
+  await app.register(metrics)
+  await app.register(segment, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
 
   await app.register(ops)
   await app.register(admin)
   await app.register(connections)
+  await app.register(actionRoutes, { config })
 
   return app
 }

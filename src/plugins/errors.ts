@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import { AppError, problemBody, type FieldError } from '../errors.js'
 import { StoreUnavailableError } from '../store/store.js'
-import { DecryptError } from '../store/crypto.js'
+import { segmentRuleMessage } from '../segment/schemas.js'
 
 /** ajv's errors as `{path, message}` with the path pointing at the field itself. */
 export function toFieldErrors (validation: FastifySchemaValidationError[], part: string): FieldError[] {
@@ -13,7 +13,11 @@ export function toFieldErrors (validation: FastifySchemaValidationError[], part:
     const params = error.params as Record<string, unknown>
     let path = error.instancePath
     let message = error.message ?? 'is invalid'
-    if (error.keyword === 'required' && typeof params.missingProperty === 'string') {
+    const ruleMessage = segmentRuleMessage({ keyword: error.keyword, instancePath: error.instancePath, schemaPath: error.schemaPath, params })
+    if (ruleMessage === null) continue
+    if (ruleMessage !== undefined) {
+      message = ruleMessage
+    } else if (error.keyword === 'required' && typeof params.missingProperty === 'string') {
       path = `${path}/${escapePointer(params.missingProperty)}`
       message = 'is required'
     } else if (error.keyword === 'additionalProperties' && typeof params.additionalProperty === 'string') {
@@ -75,10 +79,16 @@ export function sendProblem (reply: FastifyReply, error: AppError): FastifyReply
 export default fp(async (app) => {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = toAppError(error)
-    if (appError.status >= 500) {
-      // The log gets the cause; the body stays terse. DecryptError messages name only key ids.
-      const level = appError.code === 'internal_error' || error instanceof DecryptError ? 'error' : 'warn'
-      request.log[level]({ err: error, code: appError.code }, 'request failed')
+    if (appError.code === 'internal_error' || appError.code === 'store_unavailable') {
+      // The log gets the cause and stack; the body stays terse. Coded upstream outcomes need no
+      // second line: the request's own line carries code, upstreamStatus and attempts.
+      request.log.error({ err: error, code: appError.code }, 'request failed')
+    }
+    const { upstreamStatus, attempts } = appError.extras
+    if (request.logFields !== null) {
+      request.logFields.code = appError.code
+      if (upstreamStatus !== undefined) request.logFields.upstreamStatus = upstreamStatus
+      if (attempts !== undefined) request.logFields.attempts = attempts
     }
     return sendProblem(reply, appError)
   })

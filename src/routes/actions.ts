@@ -1,0 +1,132 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import type { Config } from '../config.js'
+import { AppError, problemResponses } from '../errors.js'
+import { actionNames, actions } from '../segment/actions.js'
+import { buildUpstream } from '../segment/build.js'
+import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
+import { ConnectionIdParams } from './connections.js'
+
+const security = [{ workspaceToken: [] }]
+
+const Query = Type.Object({
+  dryRun: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')], {
+    description: 'true: validate, build and measure the exact upstream body, send nothing; answers status "validated"'
+  }))
+}, { additionalProperties: false })
+
+const Headers = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({
+    minLength: 1,
+    maxLength: 255,
+    description: 'Makes generated messageIds derive from workspace, connection, action, this key and the item index: a retried workflow step sends the same messageIds and Segment drops the duplicates.',
+    examples: ['run-8812-step-3']
+  }))
+})
+
+function limitsText (config: Config['segment'], batch: boolean): string {
+  return batch
+    ? `Limits, in UTF-8 bytes of the exact JSON sent upstream: each item (with the batch's context and integrations merged in) at most ${config.maxEventBytes}; the whole body at most ${config.maxBatchBytes}; at most 2,500 items. Past a byte limit: 413 payload_too_large, nothing sent.`
+    : `Limit: the exact JSON body sent upstream is at most ${config.maxEventBytes} UTF-8 bytes; past it, 413 payload_too_large and nothing is sent.`
+}
+
+const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload (a 2xx), not that downstream destinations processed it; note that Segment also answers 200 to an unknown Write Key, so check the source\'s Debugger after connecting.'
+
+/** One route per action, each with its own schema; the handler is the same pipeline for all. */
+const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  app.addHook('onRequest', app.authenticateWorkspace)
+  // Named in the log line and metrics even when validation refuses the body.
+  app.addHook('onRequest', async (request) => {
+    request.logFields.action = (request.routeOptions.config as { action?: string }).action
+    request.logFields.connectionId = (request.params as { connectionId?: string }).connectionId
+  })
+  // Refuse oversized requests while they stream in. JSON sent by callers may be pretty-printed, so
+  // allow headroom over the upstream limits, which build.ts enforces byte-exactly.
+  const eventBodyLimit = Math.max(64 * 1024, config.segment.maxEventBytes * 4)
+  const batchBodyLimit = config.segment.maxBatchBytes * 2 + 64 * 1024
+
+  for (const name of actionNames) {
+    const action = actions[name]
+    const batch = name === 'batch-send'
+    app.post(`/v1/connections/:connectionId/actions/${name}`, {
+      bodyLimit: batch ? batchBodyLimit : eventBodyLimit,
+      config: { action: name },
+      schema: {
+        tags: ['actions'],
+        summary: action.summary,
+        description: `${action.description}\n\n${limitsText(config.segment, batch)}\n\n${ACCEPTED_NOTE}`,
+        operationId: name.replace(/-(\w)/g, (_m, c: string) => c.toUpperCase()),
+        security,
+        params: ConnectionIdParams,
+        querystring: Query,
+        headers: Headers,
+        body: action.body,
+        response: {
+          200: batch ? BatchAccepted : ActionAccepted,
+          ...problemResponses(400, 401, 404, 413, 429, 502, 503, 504)
+        }
+      }
+    }, async (request) => {
+      const { workspaceId } = request
+      const { connectionId } = request.params
+      const fields = request.logFields
+
+      const connection = await app.connections.resolve(workspaceId, connectionId)
+      const upstream = buildUpstream(name, request.body, {
+        workspaceId,
+        connectionId,
+        idempotencyKey: request.headers['idempotency-key'],
+        maxEventBytes: config.segment.maxEventBytes,
+        maxBatchBytes: config.segment.maxBatchBytes
+      })
+      fields.events = upstream.events
+      fields.bytes = upstream.bytes
+      const ids = batch
+        ? { messageIds: upstream.messageIds, count: upstream.events }
+        : { messageId: upstream.messageIds[0]! }
+
+      if (request.query.dryRun === 'true') {
+        fields.dryRun = true
+        return answer({ status: 'validated', action: name, ...ids, bytes: upstream.bytes, attempts: 0 })
+      }
+
+      app.metrics.payloadBytes.observe({ action: name }, upstream.bytes)
+      const result = await app.segment.send({
+        baseUrl: connection.baseUrl,
+        path: upstream.path,
+        writeKey: connection.writeKey,
+        render: upstream.render,
+        signal: callerGone(request.raw)
+      }, {
+        onAttempt: ({ attempt, status, durationMs }) => {
+          app.metrics.upstreamAttempts.inc({ status: String(status) })
+          app.metrics.upstreamLatency.observe({ status: String(status) }, durationMs / 1000)
+          if (attempt > 1) app.metrics.retries.inc()
+          fields.attempts = attempt
+          if (typeof status === 'number') fields.upstreamStatus = status
+        }
+      })
+      return answer({ status: 'accepted', action: name, ...ids, bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus })
+    })
+  }
+}
+
+// The loop registers six routes with one handler, so TypeScript sees the union of the six reply
+// types; the response schemas (ActionAccepted / BatchAccepted) check the actual shape.
+function answer (reply: Record<string, unknown>): never {
+  return reply as never
+}
+
+/**
+ * Aborts when the caller disconnects before we answer: nobody would read the answer, and a retry
+ * with the same Idempotency-Key sends the same messageIds anyway.
+ */
+function callerGone (raw: import('node:http').IncomingMessage): AbortSignal {
+  const controller = new AbortController()
+  raw.socket?.once('close', () => {
+    controller.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
+  })
+  return controller.signal
+}
+
+export default actionRoutes
