@@ -13,6 +13,7 @@ import admin from './routes/admin.js'
 import connections from './routes/connections.js'
 import actionRoutes from './routes/actions.js'
 import metrics from './plugins/metrics.js'
+import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
 import type { Dispatcher } from 'undici'
 
@@ -48,10 +49,18 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: 64 * 1024,
+    // Idle keep-alive sockets outlive a typical load balancer's 60 s idle timeout, so the balancer
+    // closes first and never sends on a socket we are closing. A request may take the upstream
+    // deadline plus slack, never forever.
+    keepAliveTimeout: 72_000,
+    requestTimeout: config.segment.deadlineMs + 30_000,
     ajv: {
       customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: true, discriminator: true }
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // Above keepAliveTimeout, as Node requires for headers on a reused socket.
+  app.server.headersTimeout = 75_000
 
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
@@ -65,10 +74,17 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(metrics)
   await app.register(segment, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
 
+  // Probes stay outside load shedding and budgets, so they answer under load.
   await app.register(ops)
-  await app.register(admin)
-  await app.register(connections)
-  await app.register(actionRoutes, { config })
+  await app.register(async (api) => {
+    await api.register(loadShedding, { config })
+    await api.register(admin)
+    await api.register(async (tenant) => {
+      await tenant.register(workspaceRateLimit, { config })
+      await tenant.register(connections)
+      await tenant.register(actionRoutes, { config })
+    })
+  })
 
   return app
 }

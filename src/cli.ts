@@ -42,7 +42,7 @@ async function main (argv: string[]): Promise<number> {
     const app = await buildApp(loadConfig({ DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' }))
     await app.ready()
     const document = app.swagger()
-    process.stdout.write(sub === '--yaml' ? stringify(document, { lineWidth: 0 }) : `${JSON.stringify(document, null, 2)}\n`)
+    process.stdout.write(sub === '--yaml' ? stringify(document, { lineWidth: 0, aliasDuplicateObjects: false }) : `${JSON.stringify(document, null, 2)}\n`)
     await app.close()
     return 0
   }

@@ -93,16 +93,16 @@ export const ProblemSchema = Type.Object({
   upstreamStatus: Type.Optional(Type.Integer({ description: 'The status Segment answered' })),
   upstreamBody: Type.Optional(Type.String({ description: 'A short excerpt of Segment\'s answer' })),
   attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' }))
-}, { title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
+}, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
-/** Response schemas for the given error statuses, as application/problem+json. */
+/** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */
 export function problemResponses (...statuses: number[]): Record<number, unknown> {
   const responses: Record<number, unknown> = {}
   for (const status of statuses) {
     const codes = Object.entries(errorTable).filter(([, entry]) => entry.status === status).map(([code]) => code)
     responses[status] = {
       description: `Error: ${codes.join(', ')}`,
-      content: { 'application/problem+json': { schema: ProblemSchema } }
+      content: { 'application/problem+json': { schema: { $ref: 'Problem#' } } }
     }
   }
   return responses

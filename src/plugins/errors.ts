@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
-import { AppError, problemBody, type FieldError } from '../errors.js'
+import { AppError, ProblemSchema, problemBody, type FieldError } from '../errors.js'
 import { StoreUnavailableError } from '../store/store.js'
 import { segmentRuleMessage } from '../segment/schemas.js'
 
@@ -77,6 +77,7 @@ export function sendProblem (reply: FastifyReply, error: AppError): FastifyReply
 }
 
 export default fp(async (app) => {
+  app.addSchema(ProblemSchema)
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = toAppError(error)
     if (appError.code === 'internal_error' || appError.code === 'store_unavailable') {

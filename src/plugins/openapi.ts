@@ -8,7 +8,7 @@ import { serviceName, serviceVersion } from '../version.js'
 export default fp(async (app) => {
   await app.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: {
         title: serviceName,
         version: serviceVersion,
@@ -28,6 +28,10 @@ export default fp(async (app) => {
           adminToken: { type: 'http', scheme: 'bearer', description: 'The operator\'s ADMIN_TOKEN' }
         }
       }
+    },
+    // Shared schemas keep their $id as their component name (Problem), not def-N.
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}`
     }
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
