@@ -34,6 +34,9 @@ const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload
 
 /** One route per action, each with its own schema; the handler is the same pipeline for all. */
 const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  // Actions take JSON only: without this, Fastify's default text/plain parser would hand the
+  // schema a string and the caller would get a misleading 400 instead of 415.
+  app.removeContentTypeParser('text/plain')
   app.addHook('onRequest', app.authenticateWorkspace)
   // Named in the log line and metrics even when validation refuses the body.
   app.addHook('onRequest', async (request) => {
@@ -66,7 +69,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
           ...problemResponses(400, 401, 404, 413, 429, 502, 503, 504)
         }
       }
-    }, async (request) => {
+    }, async (request, reply) => {
       const { workspaceId } = request
       const { connectionId } = request.params
       const fields = request.logFields
@@ -96,7 +99,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         path: upstream.path,
         writeKey: connection.writeKey,
         render: upstream.render,
-        signal: callerGone(request.raw)
+        signal: callerGone(reply.raw)
       }, {
         onAttempt: ({ attempt, status, durationMs }) => {
           app.metrics.upstreamAttempts.inc({ status: String(status) })
@@ -119,11 +122,14 @@ function answer (reply: Record<string, unknown>): never {
 
 /**
  * Aborts when the caller disconnects before we answer: nobody would read the answer, and a retry
- * with the same Idempotency-Key sends the same messageIds anyway.
+ * with the same Idempotency-Key sends the same messageIds anyway. Listens on this request's own
+ * response, not on the socket: a keep-alive socket carries many requests, and a listener per
+ * request on it would pile up (each holding its controller) until the socket closed.
  */
-function callerGone (raw: import('node:http').IncomingMessage): AbortSignal {
+function callerGone (response: import('node:http').ServerResponse): AbortSignal {
   const controller = new AbortController()
-  raw.socket?.once('close', () => {
+  response.once('close', () => {
+    if (response.writableFinished) return
     controller.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
   })
   return controller.signal
