@@ -59,6 +59,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  // The API takes JSON only; without this, Fastify's text/plain parser would hand schemas a string
+  // and callers would get a misleading 400 instead of 415.
+  app.removeContentTypeParser('text/plain')
+
   // Above keepAliveTimeout, as Node requires for headers on a reused socket.
   app.server.headersTimeout = 75_000
 

@@ -39,7 +39,16 @@ export function logCapture (): { stream: Writable, lines: string[] } {
 export async function build (t: TestContext, env: Record<string, string> = {}, deps: AppDeps = {}): Promise<TestApp> {
   const dir = t.testdir()
   const dbPath = join(dir, 'segment-forwarder.db')
-  const config = loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, ADMIN_TOKEN, LOG_LEVEL: 'info', ...env })
+  // No load shedding and no request budget unless a test asks: the shared test machine is noisy,
+  // and some suites send thousands of requests.
+  const config = loadConfig({
+    DATABASE_URL: `sqlite:${dbPath}`,
+    ADMIN_TOKEN,
+    LOG_LEVEL: 'info',
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    RATE_LIMIT_MAX: '0',
+    ...env
+  })
   const capture = logCapture()
   const app = await buildApp(config, { logStream: capture.stream, ...deps })
   t.teardown(async () => { await app.close() })

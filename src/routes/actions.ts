@@ -34,9 +34,6 @@ const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload
 
 /** One route per action, each with its own schema; the handler is the same pipeline for all. */
 const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  // Actions take JSON only: without this, Fastify's default text/plain parser would hand the
-  // schema a string and the caller would get a misleading 400 instead of 415.
-  app.removeContentTypeParser('text/plain')
   app.addHook('onRequest', app.authenticateWorkspace)
   // Named in the log line and metrics even when validation refuses the body.
   app.addHook('onRequest', async (request) => {
