@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
-import errors from './plugins/errors.js'
+import errors, { frameworkErrors } from './plugins/errors.js'
 import requestLog from './plugins/request-log.js'
 import store from './plugins/store.js'
 import openapi from './plugins/openapi.js'
@@ -49,6 +49,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: 64 * 1024,
+    // URLs the router refuses before any hook (bad percent-encoding) answer as problem documents.
+    frameworkErrors,
     // Idle keep-alive sockets outlive a typical load balancer's 60 s idle timeout, so the balancer
     // closes first and never sends on a socket we are closing. A request may take the upstream
     // deadline plus slack, never forever.

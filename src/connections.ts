@@ -38,6 +38,23 @@ export function writeKeyHint (writeKey: string): string {
   return `…${writeKey.slice(writeKey.length - shown)}`
 }
 
+/**
+ * Names as every store can hold them: a lone surrogate is not Unicode (a UTF-8 store replaces it
+ * on write, SQLite even with three U+FFFD) and PostgreSQL refuses NUL in text. Both become U+FFFD
+ * before storing, so the answer to a write and every later read agree, on either store.
+ */
+export function storableText (text: string): string {
+  return (text as unknown as { toWellFormed: () => string }).toWellFormed().replaceAll('\u0000', '\uFFFD')
+}
+
+function hasControlCharacter (text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code < 0x20 || code === 0x7f) return true
+  }
+  return false
+}
+
 function warningsFor (password: string | undefined): string[] | undefined {
   return password !== undefined && password !== '' ? [PASSWORD_WARNING] : undefined
 }
@@ -83,7 +100,8 @@ export class ConnectionService {
     const typedHost = /^[a-z][a-z0-9+.-]*:\/\/(\[[^\]]*\]|[^/?#:]*)/i.exec(endpoint)?.[1]?.toLowerCase()
     const bare = url !== undefined && url.username === '' && url.password === '' &&
       (url.pathname === '/' || url.pathname === '') && url.search === '' && url.hash === '' &&
-      !endpoint.includes('@') && !/\s/.test(endpoint) && typedHost === url.hostname
+      // URL parsing drops leading and trailing C0 controls (NUL included) and every tab or newline.
+      !endpoint.includes('@') && !/\s/.test(endpoint) && !hasControlCharacter(endpoint) && typedHost === url.hostname
     if (url === undefined || !bare || !this.#segment.allowedEndpoints.includes(url.origin)) {
       throw new AppError('endpoint_not_allowed', 'endpoint is not in the operator\'s SEGMENT_ALLOWED_ENDPOINTS', {
         errors: [{ path: '/endpoint', message: 'must be one of the base URLs the operator allowed' }]
@@ -99,7 +117,7 @@ export class ConnectionService {
     const record: ConnectionRecord = {
       id,
       workspaceId,
-      name: input.name,
+      name: storableText(input.name),
       region: input.region ?? 'us',
       endpoint,
       writeKeyHint: writeKeyHint(input.writeKey),
@@ -121,6 +139,7 @@ export class ConnectionService {
 
   async update (workspaceId: string, id: string, patch: ConnectionPatch): Promise<ConnectionView> {
     const checked: ConnectionPatch = { ...patch }
+    if (typeof patch.name === 'string') checked.name = storableText(patch.name)
     if (typeof patch.endpoint === 'string') checked.endpoint = this.allowedEndpoint(patch.endpoint)
     const record = await this.#store.updateConnection(workspaceId, id, checked, new Date().toISOString())
     if (record === undefined) throw notFound()

@@ -1,16 +1,46 @@
+import type { ServerResponse } from 'node:http'
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
 
 /** The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. */
 export async function startServer (config: Config): Promise<void> {
   const app = await buildApp(config)
+  const drain = drainKeepAlive(app)
   closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down: draining in-flight requests')
+    drain()
     // close() stops accepting, waits for in-flight requests, then runs every plugin's onClose
     // (upstream pools, the store).
     await app.close()
   })
   await app.listen({ host: config.host, port: config.port })
+}
+
+/**
+ * server.close() only reaps connections that are idle at that moment. A keep-alive connection
+ * whose request is still in flight would stay open after its answer until keepAliveTimeout (72 s),
+ * so close() would outlast the grace delay and the process would exit 1. Returns the function
+ * that starts draining: in-flight answers then carry `Connection: close` (the client learns not
+ * to reuse the socket, so no request races its closing), and any connection that still turns
+ * idle is closed as soon as its answer is sent. Requests arriving meanwhile get Fastify's 503.
+ */
+function drainKeepAlive (app: FastifyInstance): () => void {
+  const inFlight = new Set<ServerResponse>()
+  let draining = false
+  app.server.on('request', (_request, response: ServerResponse) => {
+    inFlight.add(response)
+    response.once('close', () => {
+      inFlight.delete(response)
+      if (draining) app.server.closeIdleConnections()
+    })
+  })
+  return () => {
+    draining = true
+    for (const response of inFlight) {
+      if (!response.headersSent) response.setHeader('connection', 'close')
+    }
+  }
 }

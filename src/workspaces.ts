@@ -1,3 +1,4 @@
+import { storableText } from './connections.js'
 import { newId } from './ids.js'
 import { generateToken, hashToken } from './tokens.js'
 import type { Store, WorkspaceRecord } from './store/store.js'
@@ -10,7 +11,7 @@ export interface IssuedToken {
 }
 
 export async function createWorkspace (store: Store, name: string): Promise<WorkspaceRecord & { token: IssuedToken }> {
-  const workspace: WorkspaceRecord = { id: newId('ws'), name, createdAt: new Date().toISOString() }
+  const workspace: WorkspaceRecord = { id: newId('ws'), name: storableText(name), createdAt: new Date().toISOString() }
   await store.createWorkspace(workspace)
   const token = await issueToken(store, workspace.id)
   return { ...workspace, token }

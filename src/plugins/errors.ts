@@ -59,6 +59,10 @@ export function toAppError (error: FastifyError | Error): AppError {
       return new AppError('invalid_request', 'the JSON body is empty', { errors: [{ path: '', message: 'is empty' }] })
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AppError('invalid_request', 'Content-Length does not match the body')
+    case 'FST_ERR_BAD_URL':
+      return new AppError('invalid_request', 'the URL is not valid (bad percent-encoding)')
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new AppError('invalid_request', 'a path segment of the URL is too long')
   }
   const status = fastifyError.statusCode
   if (status === 400) {
@@ -74,6 +78,15 @@ export function toAppError (error: FastifyError | Error): AppError {
 export function sendProblem (reply: FastifyReply, error: AppError): FastifyReply {
   if (error.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfter))))
   return reply.code(error.status).type('application/problem+json').send(problemBody(error))
+}
+
+/**
+ * Fastify's `frameworkErrors` server option: URLs the router refuses before any route or hook
+ * (invalid percent-encoding, over-long path parameters) answer as problem documents too, instead
+ * of Fastify's own JSON that echoes the URL.
+ */
+export function frameworkErrors (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  sendProblem(reply, toAppError(error))
 }
 
 export default fp(async (app) => {

@@ -42,9 +42,21 @@ export function buildUpstream (action: ActionName, body: object, options: BuildO
   const nextId = options.idempotencyKey === undefined
     ? randomMessageId
     : derivedMessageIds({ workspaceId: options.workspaceId, connectionId: options.connectionId, action, idempotencyKey: options.idempotencyKey }, count)
-  return action === 'batch-send'
-    ? buildBatch(path, body as Json, nextId, options)
-    : buildSingle(path, body as Json, nextId, options)
+  try {
+    return action === 'batch-send'
+      ? buildBatch(path, body as Json, nextId, options)
+      : buildSingle(path, body as Json, nextId, options)
+  } catch (error) {
+    // JSON.parse accepts nesting that JSON.stringify cannot serialise ("Maximum call stack size
+    // exceeded"); parsed JSON has no cycles or BigInts, so a RangeError here means the caller's
+    // nesting, a bad request rather than a 500.
+    if (error instanceof RangeError) {
+      throw new AppError('invalid_request', 'the body nests too deeply to be forwarded', {
+        errors: [{ path: '', message: 'nests too deeply' }]
+      })
+    }
+    throw error
+  }
 }
 
 function buildSingle (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
@@ -74,7 +86,10 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
     (integrations === undefined ? 0 : ',"integrations":'.length + Buffer.byteLength(JSON.stringify(integrations)))
 
   const messageIds = new Array<string>(items.length)
-  const parts = new Array<string>(items.length)
+  // Concatenated as they come (a rope V8 flattens once, when the body is written), not collected
+  // and joined: join copies every item once more, widening all of them when one has a character
+  // past Latin-1 (measured: 0.7 ms of a 450 KB batch, Node 20).
+  let joined = ''
   const sizes = new Array<number>(items.length)
   let itemBytes = 0
   for (let index = 0; index < items.length; index++) {
@@ -91,14 +106,14 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
       }
     }
     messageIds[index] = event.messageId as string
-    parts[index] = json
+    joined = index === 0 ? json : joined + ',' + json
     sizes[index] = size
     itemBytes += size
   }
 
   const restJson = JSON.stringify(rest)
   const restPart = restJson === '{}' ? '' : ',' + restJson.slice(1, -1)
-  const open = batchOpen + parts.join(',') + ']' + restPart
+  const open = batchOpen + joined + ']' + restPart
   // The same sum as Buffer.byteLength(open + '}') + sentAtBytes, without measuring the items twice.
   const bytes = batchOpen.length + itemBytes + (items.length - 1) + 1 + Buffer.byteLength(restPart) + 1 + sentAtBytes
   if (bytes > options.maxBatchBytes) {
@@ -112,13 +127,18 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
   return { path, messageIds, events: items.length, bytes, render: (sentAt) => open + sentAtTail(sentAt) }
 }
 
-/** A shallow copy of one event with a messageId and, unless some context names one, our library. */
+/**
+ * The event with a messageId and, unless some context names one, our library: a shallow copy, or
+ * the caller's own object when it needs neither (it is only serialised, never modified).
+ */
 function prepare (item: Json, contextSetsLibrary: boolean, nextId: (index: number) => string, index: number): Json {
+  const context = item.context as Json | undefined
+  const addLibrary = !contextSetsLibrary && context?.library == null
+  if (item.messageId !== undefined && !addLibrary) return item
   // Object.assign, not spread: V8 serialises the copies several times faster (measured, Node 20).
   const event: Json = Object.assign({}, item)
   if (event.messageId === undefined) event.messageId = nextId(index)
-  const context = item.context as Json | undefined
-  if (!contextSetsLibrary && context?.library == null) {
+  if (addLibrary) {
     const withLibrary: Json = Object.assign({}, context)
     withLibrary.library = library
     event.context = withLibrary

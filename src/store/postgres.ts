@@ -83,6 +83,14 @@ function translate (error: unknown): unknown {
   return isUnavailable(error) ? new StoreUnavailableError('the PostgreSQL database is unavailable', { cause: error }) : error
 }
 
+/**
+ * PostgreSQL text cannot hold NUL, so no stored id contains one, and a query that binds one fails
+ * (22021) instead of matching nothing. Ids come from request paths: such an id is simply unknown.
+ */
+function impossibleId (...ids: string[]): boolean {
+  return ids.some((id) => id.includes('\u0000'))
+}
+
 // A checked-out client emits 'error' when its connection drops; the pending query already
 // rejects with it, so this listener only keeps the event from crashing the process.
 function ignore (): void {}
@@ -193,6 +201,7 @@ export class PostgresStore implements Store {
   }
 
   async getWorkspace (id: string): Promise<WorkspaceRecord | undefined> {
+    if (impossibleId(id)) return undefined
     return (await this.#query<WorkspaceRecord>({ text: `SELECT ${WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1`, values: [id] })).rows[0]
   }
 
@@ -213,6 +222,7 @@ export class PostgresStore implements Store {
   }
 
   async revokeToken (workspaceId: string, tokenId: string, revokedAt: string): Promise<boolean> {
+    if (impossibleId(workspaceId, tokenId)) return false
     const result = await this.#query({
       text: 'UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND workspace_id = $3 AND revoked_at IS NULL',
       values: [revokedAt, tokenId, workspaceId]
@@ -237,6 +247,7 @@ export class PostgresStore implements Store {
   }
 
   async getConnection (workspaceId: string, id: string): Promise<ConnectionRecord | undefined> {
+    if (impossibleId(id)) return undefined
     const result = await this.#query<ConnectionRow>({
       name: 'get-connection',
       text: `SELECT ${CONNECTION_COLUMNS} FROM connections WHERE id = $1 AND workspace_id = $2`,
@@ -247,6 +258,7 @@ export class PostgresStore implements Store {
   }
 
   async updateConnection (workspaceId: string, id: string, patch: ConnectionPatch, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    if (impossibleId(id)) return undefined
     const result = await this.#query<ConnectionRow>({
       text: `UPDATE connections SET
           name = coalesce($3, name),
@@ -261,6 +273,7 @@ export class PostgresStore implements Store {
   }
 
   async replaceWriteKey (workspaceId: string, id: string, secret: SealedSecret, writeKeyHint: string, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    if (impossibleId(id)) return undefined
     const result = await this.#query<ConnectionRow>({
       text: `UPDATE connections SET key_id = $1, write_key_sealed = $2, write_key_hint = $3, updated_at = $4
         WHERE id = $5 AND workspace_id = $6 RETURNING ${CONNECTION_COLUMNS}`,
@@ -271,6 +284,7 @@ export class PostgresStore implements Store {
   }
 
   async deleteConnection (workspaceId: string, id: string): Promise<boolean> {
+    if (impossibleId(id)) return false
     const result = await this.#query({ text: 'DELETE FROM connections WHERE id = $1 AND workspace_id = $2', values: [id, workspaceId] })
     return result.rowCount === 1
   }
