@@ -134,7 +134,8 @@ t.test('replay: npm ci, build, prune; the pruned tree serves as CMD does, passes
   }
 
   // Only what a fresh machine would have: npm's own settings come from HOME, not from a parent npm.
-  const env = { PATH: process.env.PATH, HOME: process.env.HOME }
+  // Plus the build stage's own ENV (JOBS=max: node-gyp compiles on every core).
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, ...envOf(build) }
   const ping = await run('npm', ['ping'], { cwd: work, env, timeout: 60_000 })
   if (ping.code !== 0) {
     t.fail(`the npm registry is unreachable, so the image build cannot be replayed (npm ping exited ${ping.code}):\n${ping.output}`)
