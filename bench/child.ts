@@ -7,6 +7,7 @@ import { Session } from 'node:inspector/promises'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
+import { productionLogStream } from '../src/server.js'
 import { buildBaseline } from './baseline.js'
 import { startFastFake } from './fake-segment-fast.js'
 
@@ -43,7 +44,8 @@ export const BENCH_WRITE_KEY = 'wk_bench_0123456789abcdef'
 const send = (message: Ready | MemoryReport | Done): void => { process.send?.(message) }
 
 async function startService (): Promise<{ ready: Ready, close: () => Promise<void> }> {
-  const app: FastifyInstance = await buildApp(loadConfig(process.env))
+  // Logged exactly as `serve` logs.
+  const app: FastifyInstance = await buildApp(loadConfig(process.env), { logStream: productionLogStream() })
   const adminToken = process.env.ADMIN_TOKEN ?? ''
   const workspace = await app.inject({
     method: 'POST', url: '/v1/admin/workspaces', headers: { authorization: `Bearer ${adminToken}` }, payload: { name: 'Bench' }

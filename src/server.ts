@@ -1,12 +1,22 @@
 import type { ServerResponse } from 'node:http'
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
+import pino from 'pino'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
 
+/**
+ * stdout, written off the request path; flushSync() it on shutdown. A hard crash may lose the
+ * last buffered lines, which is pino's documented trade-off for asynchronous logging.
+ */
+export function productionLogStream (): ReturnType<typeof pino.destination> {
+  return pino.destination({ dest: 1, sync: false })
+}
+
 /** The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. */
 export async function startServer (config: Config): Promise<void> {
-  const app = await buildApp(config)
+  const logStream = productionLogStream()
+  const app = await buildApp(config, { logStream })
   const drain = drainKeepAlive(app)
   closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
@@ -15,6 +25,7 @@ export async function startServer (config: Config): Promise<void> {
     // close() stops accepting, waits for in-flight requests, then runs every plugin's onClose
     // (upstream pools, the store).
     await app.close()
+    logStream.flushSync()
   })
   await app.listen({ host: config.host, port: config.port })
 }

@@ -30,6 +30,11 @@ export function hashToken (token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex')
 }
 
+/** Constant-time equality of two SHA-256 hex digests. */
+export function hashesEqual (a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'))
+}
+
 /** Constant-time equality of two secrets of any length (compares their SHA-256 digests). */
 export function secretsEqual (a: string, b: string): boolean {
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
-import { bearerToken, hashToken, isWellFormedToken, secretsEqual } from '../tokens.js'
+import { bearerToken, hashesEqual, hashToken, isWellFormedToken, secretsEqual } from '../tokens.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,7 +29,7 @@ export default fp<{ config: Config }>(async (app, { config }) => {
     const record = await app.store.findToken(hash)
     // The lookup is by hash; comparing again in constant time keeps timing independent of any
     // index or collation behaviour of the store.
-    if (record === undefined || !secretsEqual(record.hash, hash)) throw unauthorized()
+    if (record === undefined || !hashesEqual(record.hash, hash)) throw unauthorized()
     request.workspaceId = record.workspaceId
   })
 

@@ -37,6 +37,8 @@ const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
 export class SqliteStore implements Store {
   readonly kind = 'sqlite'
   readonly #db: Database.Database
+  // Compiled once per SQL text: preparing costs more than running these small indexed queries.
+  readonly #statements = new Map<string, Database.Statement>()
 
   constructor (path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
@@ -46,6 +48,15 @@ export class SqliteStore implements Store {
     this.#db.pragma('busy_timeout = 5000')
     // Deleted secrets are overwritten, not left in free pages.
     this.#db.pragma('secure_delete = ON')
+  }
+
+  #statement (sql: string): Database.Statement {
+    let statement = this.#statements.get(sql)
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    return statement
   }
 
   async migrate (): Promise<void> {
@@ -64,7 +75,7 @@ export class SqliteStore implements Store {
   }
 
   async ping (): Promise<void> {
-    this.#db.prepare('SELECT 1').get()
+    this.#statement('SELECT 1').get()
   }
 
   async close (): Promise<void> {
@@ -72,51 +83,51 @@ export class SqliteStore implements Store {
   }
 
   async createWorkspace (workspace: WorkspaceRecord): Promise<void> {
-    this.#db.prepare('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt)
+    this.#statement('INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)').run(workspace.id, workspace.name, workspace.createdAt)
   }
 
   async listWorkspaces (): Promise<WorkspaceRecord[]> {
-    return this.#db.prepare(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id`).all() as WorkspaceRecord[]
+    return this.#statement(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id`).all() as WorkspaceRecord[]
   }
 
   async getWorkspace (id: string): Promise<WorkspaceRecord | undefined> {
-    return this.#db.prepare(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?`).get(id) as WorkspaceRecord | undefined
+    return this.#statement(`SELECT ${WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?`).get(id) as WorkspaceRecord | undefined
   }
 
   async createToken (token: TokenRecord): Promise<void> {
-    this.#db.prepare('INSERT INTO api_tokens (id, workspace_id, hash, created_at) VALUES (?, ?, ?, ?)')
+    this.#statement('INSERT INTO api_tokens (id, workspace_id, hash, created_at) VALUES (?, ?, ?, ?)')
       .run(token.id, token.workspaceId, token.hash, token.createdAt)
   }
 
   async findToken (hash: string): Promise<TokenRecord | undefined> {
-    return this.#db.prepare('SELECT id, workspace_id AS workspaceId, hash, created_at AS createdAt FROM api_tokens WHERE hash = ? AND revoked_at IS NULL')
+    return this.#statement('SELECT id, workspace_id AS workspaceId, hash, created_at AS createdAt FROM api_tokens WHERE hash = ? AND revoked_at IS NULL')
       .get(hash) as TokenRecord | undefined
   }
 
   async revokeToken (workspaceId: string, tokenId: string, revokedAt: string): Promise<boolean> {
-    const result = this.#db.prepare('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL')
+    const result = this.#statement('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND workspace_id = ? AND revoked_at IS NULL')
       .run(revokedAt, tokenId, workspaceId)
     return result.changes === 1
   }
 
   async createConnection (c: ConnectionRecord): Promise<void> {
-    this.#db.prepare(`INSERT INTO connections (id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at)
+    this.#statement(`INSERT INTO connections (id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt)
   }
 
   async listConnections (workspaceId: string): Promise<ConnectionRecord[]> {
-    const rows = this.#db.prepare('SELECT * FROM connections WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId) as ConnectionRow[]
+    const rows = this.#statement('SELECT * FROM connections WHERE workspace_id = ? ORDER BY created_at, id').all(workspaceId) as ConnectionRow[]
     return rows.map(toConnection)
   }
 
   async getConnection (workspaceId: string, id: string): Promise<ConnectionRecord | undefined> {
-    const row = this.#db.prepare('SELECT * FROM connections WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as ConnectionRow | undefined
+    const row = this.#statement('SELECT * FROM connections WHERE id = ? AND workspace_id = ?').get(id, workspaceId) as ConnectionRow | undefined
     return row === undefined ? undefined : toConnection(row)
   }
 
   async updateConnection (workspaceId: string, id: string, patch: ConnectionPatch, updatedAt: string): Promise<ConnectionRecord | undefined> {
-    const row = this.#db.prepare(`UPDATE connections SET
+    const row = this.#statement(`UPDATE connections SET
         name = coalesce(@name, name),
         region = coalesce(@region, region),
         endpoint = CASE WHEN @setEndpoint = 1 THEN @endpoint ELSE endpoint END,
@@ -135,40 +146,40 @@ export class SqliteStore implements Store {
   }
 
   async replaceWriteKey (workspaceId: string, id: string, secret: SealedSecret, writeKeyHint: string, updatedAt: string): Promise<ConnectionRecord | undefined> {
-    const row = this.#db.prepare(`UPDATE connections SET key_id = ?, write_key_sealed = ?, write_key_hint = ?, updated_at = ?
+    const row = this.#statement(`UPDATE connections SET key_id = ?, write_key_sealed = ?, write_key_hint = ?, updated_at = ?
       WHERE id = ? AND workspace_id = ? RETURNING *`)
       .get(secret.kid, secret.sealed, writeKeyHint, updatedAt, id, workspaceId) as ConnectionRow | undefined
     return row === undefined ? undefined : toConnection(row)
   }
 
   async deleteConnection (workspaceId: string, id: string): Promise<boolean> {
-    return this.#db.prepare('DELETE FROM connections WHERE id = ? AND workspace_id = ?').run(id, workspaceId).changes === 1
+    return this.#statement('DELETE FROM connections WHERE id = ? AND workspace_id = ?').run(id, workspaceId).changes === 1
   }
 
   async listSealed (afterId: string, limit: number): Promise<SealedRow[]> {
-    const rows = this.#db.prepare('SELECT id, workspace_id, key_id, write_key_sealed FROM connections WHERE id > ? ORDER BY id LIMIT ?')
+    const rows = this.#statement('SELECT id, workspace_id, key_id, write_key_sealed FROM connections WHERE id > ? ORDER BY id LIMIT ?')
       .all(afterId, limit) as Array<Pick<ConnectionRow, 'id' | 'workspace_id' | 'key_id' | 'write_key_sealed'>>
     return rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.key_id, sealed: row.write_key_sealed } }))
   }
 
   async swapSealed (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
-    const result = this.#db.prepare(`UPDATE connections SET key_id = ?, write_key_sealed = ?
+    const result = this.#statement(`UPDATE connections SET key_id = ?, write_key_sealed = ?
       WHERE id = ? AND key_id = ? AND write_key_sealed = ?`)
       .run(next.kid, next.sealed, id, expected.kid, expected.sealed)
     return result.changes === 1
   }
 
   async getMeta (key: string): Promise<SealedSecret | undefined> {
-    const row = this.#db.prepare('SELECT key_id, sealed FROM meta WHERE key = ?').get(key) as { key_id: string, sealed: Buffer } | undefined
+    const row = this.#statement('SELECT key_id, sealed FROM meta WHERE key = ?').get(key) as { key_id: string, sealed: Buffer } | undefined
     return row === undefined ? undefined : { kid: row.key_id, sealed: row.sealed }
   }
 
   async setMeta (key: string, value: SealedSecret, expected?: SealedSecret): Promise<boolean> {
     if (expected === undefined) {
-      return this.#db.prepare('INSERT INTO meta (key, key_id, sealed) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING')
+      return this.#statement('INSERT INTO meta (key, key_id, sealed) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING')
         .run(key, value.kid, value.sealed).changes === 1
     }
-    return this.#db.prepare('UPDATE meta SET key_id = ?, sealed = ? WHERE key = ? AND key_id = ? AND sealed = ?')
+    return this.#statement('UPDATE meta SET key_id = ?, sealed = ? WHERE key = ? AND key_id = ? AND sealed = ?')
       .run(value.kid, value.sealed, key, expected.kid, expected.sealed).changes === 1
   }
 }
