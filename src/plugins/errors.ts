@@ -85,8 +85,11 @@ export function sendProblem (reply: FastifyReply, error: AppError): FastifyReply
  * (invalid percent-encoding, over-long path parameters) answer as problem documents too, instead
  * of Fastify's own JSON that echoes the URL.
  */
-export function frameworkErrors (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
-  sendProblem(reply, toAppError(error))
+export function frameworkErrors (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const appError = toAppError(error)
+  // No hook runs for these, so this is the request's one log line.
+  request.log.info({ method: request.method, route: 'unmatched', statusCode: appError.status, code: appError.code }, 'request completed')
+  sendProblem(reply, appError)
 }
 
 export default fp(async (app) => {
