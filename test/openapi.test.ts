@@ -61,6 +61,11 @@ t.test('the document covers every route the app registers, each fully described'
       }
       const body = operation.requestBody?.content['application/json']
       if (body !== undefined) t.ok(body.example ?? body.examples ?? body.schema?.examples, `${name} has request examples`)
+      for (const [status, response] of Object.entries(operation.responses as Record<string, { content?: Record<string, { example?: unknown, examples?: unknown, schema?: { examples?: unknown, $ref?: string } }> }>)) {
+        if (!status.startsWith('2') || response.content === undefined) continue
+        const media = Object.values(response.content)[0]!
+        t.ok(media.example ?? media.examples ?? media.schema?.examples, `${name} ${status} has a response example`)
+      }
     }
   }
 })
@@ -70,7 +75,7 @@ t.test('action operations name the limits and what "accepted" means, and every e
     const operation = committed.paths[`/v1/connections/{connectionId}/actions/${action}`]?.post as unknown as { description: string, responses: Record<string, unknown> }
     t.match(operation.description, /not that downstream destinations processed it/, action)
     t.match(operation.description, /32000/, action)
-    t.same(Object.keys(operation.responses).sort(), ['200', '400', '401', '404', '413', '429', '502', '503', '504'], action)
+    t.same(Object.keys(operation.responses).sort(), ['200', '400', '401', '404', '413', '415', '429', '502', '503', '504'], action)
   }
 })
 

@@ -70,7 +70,13 @@ export default fp(async (app) => {
       tags: ['operations'],
       summary: 'Prometheus metrics',
       produces: ['text/plain'],
-      response: { 200: { type: 'string', description: 'Prometheus text exposition format' } }
+      response: {
+        200: {
+          type: 'string',
+          description: 'Prometheus text exposition format',
+          examples: ['segment_forwarder_requests_total{route="/v1/connections/:connectionId/actions/track-event",action="track-event",status="200"} 42']
+        }
+      }
     }
   }, async (_request, reply) => {
     reply.type(registry.contentType)

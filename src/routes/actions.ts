@@ -63,7 +63,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         body: action.body,
         response: {
           200: batch ? BatchAccepted : ActionAccepted,
-          ...problemResponses(400, 401, 404, 413, 429, 502, 503, 504)
+          ...problemResponses(400, 401, 404, 413, 415, 429, 502, 503, 504)
         }
       }
     }, async (request, reply) => {

@@ -9,8 +9,13 @@ const TokenValue = Type.String({ description: 'Shown once; only its SHA-256 hash
 const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-28T12:00:00.000Z'] })
 
 const Workspace = Type.Object({ id: WorkspaceId, name: Type.String(), createdAt: Timestamp }, { title: 'Workspace' })
-const CreatedWorkspace = Type.Object({ ...Workspace.properties, token: TokenValue }, { title: 'CreatedWorkspace' })
-const IssuedToken = Type.Object({ id: Type.String({ examples: ['tok_9sLq2mVb7XcR4nT1kP8wZd'] }), token: TokenValue, createdAt: Timestamp }, { title: 'IssuedToken' })
+const workspaceExample = { id: 'ws_3kTMd6fXh2Wq8bN1pLr0aZ', name: 'Acme Agency', createdAt: '2026-11-28T12:00:00.000Z' }
+const tokenExample = 'sfw_2Yv9kQ4mXc7RtB1nLp8wZs0dHf3jGa6eUo5iKy9x1B2c3D'
+const CreatedWorkspace = Type.Object({ ...Workspace.properties, token: TokenValue }, { title: 'CreatedWorkspace', examples: [{ ...workspaceExample, token: tokenExample }] })
+const IssuedToken = Type.Object({ id: Type.String({ examples: ['tok_9sLq2mVb7XcR4nT1kP8wZd'] }), token: TokenValue, createdAt: Timestamp }, {
+  title: 'IssuedToken',
+  examples: [{ id: 'tok_9sLq2mVb7XcR4nT1kP8wZd', token: tokenExample, createdAt: '2026-11-28T12:00:00.000Z' }]
+})
 
 const admin: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.authenticateAdmin)
@@ -21,7 +26,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Create a workspace (an agency) and its first API token',
       security,
       body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false, examples: [{ name: 'Acme Agency' }] }),
-      response: { 201: CreatedWorkspace, ...problemResponses(400, 401, 404) }
+      response: { 201: CreatedWorkspace, ...problemResponses(400, 401, 404, 413, 415, 503) }
     }
   }, async (request, reply) => {
     const created = await createWorkspace(app.store, request.body.name)
@@ -33,7 +38,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['admin'],
       summary: 'List workspaces',
       security,
-      response: { 200: Type.Object({ workspaces: Type.Array(Workspace) }), ...problemResponses(401, 404) }
+      response: { 200: Type.Object({ workspaces: Type.Array(Workspace) }, { examples: [{ workspaces: [workspaceExample] }] }), ...problemResponses(401, 404, 503) }
     }
   }, async () => ({ workspaces: await app.store.listWorkspaces() }))
 
@@ -43,7 +48,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Issue another API token for a workspace',
       security,
       params: Type.Object({ workspaceId: WorkspaceId }),
-      response: { 201: IssuedToken, ...problemResponses(401, 404) }
+      response: { 201: IssuedToken, ...problemResponses(401, 404, 503) }
     }
   }, async (request, reply) => {
     const issued = await createToken(app.store, request.params.workspaceId)
@@ -58,7 +63,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Revoke a token; it stops working at once, on every replica',
       security,
       params: Type.Object({ workspaceId: WorkspaceId, tokenId: Type.String({ minLength: 1, maxLength: 64 }) }),
-      response: { 204: Type.Null({ description: 'Revoked' }), ...problemResponses(401, 404) }
+      response: { 204: Type.Null({ description: 'Revoked' }), ...problemResponses(401, 404, 503) }
     }
   }, async (request, reply) => {
     const revoked = await app.store.revokeToken(request.params.workspaceId, request.params.tokenId, new Date().toISOString())

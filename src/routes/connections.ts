@@ -65,7 +65,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
         region: Type.Optional(Region),
         endpoint: Type.Optional(Endpoint)
       }, { additionalProperties: false, examples: [{ name: 'Client A production', writeKey: '9f8e7d6c5b4a39281706f5e4d3c2b1a0', region: 'us' }] }),
-      response: { 201: Connection, ...problemResponses(400, 401, 413) }
+      response: { 201: Connection, ...problemResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
     const view = await app.connections.create(request.workspaceId, request.body)
@@ -78,7 +78,10 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['connections'],
       summary: 'List this workspace\'s connections',
       security,
-      response: { 200: Type.Object({ connections: Type.Array(Connection) }), ...problemResponses(401) }
+      response: {
+        200: Type.Object({ connections: Type.Array(Connection) }, { examples: [{ connections: Connection.examples }] }),
+        ...problemResponses(401, 429, 503)
+      }
     }
   }, async (request) => ({ connections: await app.connections.list(request.workspaceId) }))
 
@@ -88,7 +91,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Read a connection (never its Write Key)',
       security,
       params: ConnectionIdParams,
-      response: { 200: Connection, ...problemResponses(401, 404) }
+      response: { 200: Connection, ...problemResponses(401, 404, 429, 503) }
     }
   }, async (request) => await app.connections.get(request.workspaceId, request.params.connectionId))
 
@@ -103,7 +106,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
         region: Type.Optional(Region),
         endpoint: Type.Optional(Type.Union([Endpoint, Type.Null()], { description: 'null removes the custom endpoint' }))
       }, { additionalProperties: false, minProperties: 1, examples: [{ region: 'eu' }] }),
-      response: { 200: Connection, ...problemResponses(400, 401, 404, 413) }
+      response: { 200: Connection, ...problemResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => await app.connections.update(request.workspaceId, request.params.connectionId, request.body))
 
@@ -117,7 +120,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
         additionalProperties: false,
         examples: [{ writeKey: '0a1b2c3d4e5f60718293a4b5c6d7e8f9' }]
       }),
-      response: { 200: Connection, ...problemResponses(400, 401, 404, 413) }
+      response: { 200: Connection, ...problemResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => await app.connections.rotateWriteKey(request.workspaceId, request.params.connectionId, request.body.writeKey, request.body.password))
 
@@ -127,7 +130,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Delete a connection and its stored Write Key',
       security,
       params: ConnectionIdParams,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...problemResponses(401, 404) }
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problemResponses(401, 404, 429, 503) }
     }
   }, async (request, reply) => {
     await app.connections.delete(request.workspaceId, request.params.connectionId)
