@@ -142,6 +142,22 @@ for (const [kind, open] of Object.entries(backends)) {
         t.equal(await store.getConnection('ws_1', 'con_x'), undefined)
       })
 
+      t.test('findTokenWithConnection: the token and, in one read, a connection of its own workspace only', async (t) => {
+        await store.createToken(token('tok_w1', 'ws_1'))
+        await store.createToken(token('tok_w2', 'ws_2'))
+        const mine = await store.findTokenWithConnection('hash-tok_w1', 'con_a')
+        t.same(mine, { token: token('tok_w1', 'ws_1'), connection: late })
+        t.ok(Buffer.isBuffer(mine?.connection?.secret.sealed), 'the sealed secret comes back as a Buffer')
+        t.same(await store.findTokenWithConnection('hash-tok_w2', 'con_a'), { token: token('tok_w2', 'ws_2'), connection: undefined },
+          "another workspace's connection id finds the token but no connection")
+        t.same(await store.findTokenWithConnection('hash-tok_w1', 'con_x'), { token: token('tok_w1', 'ws_1'), connection: undefined }, 'unknown id')
+        t.same(await store.findTokenWithConnection('hash-tok_w1', 'con_\u0000a'), { token: token('tok_w1', 'ws_1'), connection: undefined },
+          'an id with NUL is simply unknown')
+        t.equal(await store.findTokenWithConnection('hash-unknown', 'con_a'), undefined, 'unknown token')
+        t.equal(await store.revokeToken('ws_1', 'tok_w1', T1), true)
+        t.equal(await store.findTokenWithConnection('hash-tok_w1', 'con_a'), undefined, 'a revoked token finds nothing, connection included')
+      })
+
       t.test('update', async (t) => {
         t.same(await store.updateConnection('ws_1', 'con_a', { name: 'renamed' }, T2), { ...late, name: 'renamed', updatedAt: T2 })
         t.same(await store.updateConnection('ws_1', 'con_a', { region: 'eu', endpoint: 'https://proxy.example' }, T2),

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
+import type { ConnectionRecord } from '../store/store.js'
 import { AppError } from '../errors.js'
 import { bearerToken, hashesEqual, hashToken, isWellFormedToken, secretsEqual } from '../tokens.js'
 
@@ -8,29 +9,52 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** onRequest hook for workspace routes: sets request.workspaceId or answers 401. */
     authenticateWorkspace: (request: FastifyRequest) => Promise<void>
+    /**
+     * onRequest hook for routes under /v1/connections/:connectionId: authenticateWorkspace plus,
+     * in the same store read, the workspace's connection of that id as request.connection (null
+     * when it has none), so an action costs one round trip to the store.
+     */
+    authenticateConnection: (request: FastifyRequest) => Promise<void>
     /** onRequest hook for admin routes: 404 when ADMIN_TOKEN is unset, 401 on a wrong token. */
     authenticateAdmin: (request: FastifyRequest) => Promise<void>
   }
   interface FastifyRequest {
     workspaceId: string
+    connection: ConnectionRecord | null
   }
 }
 
 // One answer for every way a credential can be wrong, so none can be told apart.
 const unauthorized = (): AppError => new AppError('unauthorized', 'a valid bearer token is required')
 
+/**
+ * The SHA-256 of the request's bearer token, or 401 for a missing or malformed one, without
+ * touching the store. The store looks the hash up; callers compare it again in constant time, so
+ * timing does not depend on any index or collation behaviour of the store.
+ */
+function presentedHash (request: FastifyRequest): string {
+  const token = bearerToken(request.headers.authorization)
+  if (token === undefined || !isWellFormedToken(token)) throw unauthorized()
+  return hashToken(token)
+}
+
 export default fp<{ config: Config }>(async (app, { config }) => {
   app.decorateRequest('workspaceId', '')
+  app.decorateRequest('connection', null)
 
   app.decorate('authenticateWorkspace', async (request: FastifyRequest) => {
-    const token = bearerToken(request.headers.authorization)
-    if (token === undefined || !isWellFormedToken(token)) throw unauthorized()
-    const hash = hashToken(token)
+    const hash = presentedHash(request)
     const record = await app.store.findToken(hash)
-    // The lookup is by hash; comparing again in constant time keeps timing independent of any
-    // index or collation behaviour of the store.
     if (record === undefined || !hashesEqual(record.hash, hash)) throw unauthorized()
     request.workspaceId = record.workspaceId
+  })
+
+  app.decorate('authenticateConnection', async (request: FastifyRequest) => {
+    const hash = presentedHash(request)
+    const found = await app.store.findTokenWithConnection(hash, (request.params as { connectionId: string }).connectionId)
+    if (found === undefined || !hashesEqual(found.token.hash, hash)) throw unauthorized()
+    request.workspaceId = found.token.workspaceId
+    request.connection = found.connection ?? null
   })
 
   const adminToken = config.adminToken

@@ -2,9 +2,9 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
-import { toConnection, type ConnectionRow } from './rows.js'
+import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
-import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, WorkspaceRecord } from './store.js'
+import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
@@ -193,6 +193,17 @@ export class PostgresStore implements Store {
       values: [hash]
     })
     return result.rows[0]
+  }
+
+  async findTokenWithConnection (hash: string, connectionId: string): Promise<TokenWithConnection | undefined> {
+    // An id PostgreSQL cannot hold names no connection; the token alone is still checked.
+    const result = await this.#query<TokenWithConnectionRow>({
+      name: 'find-token-with-connection',
+      text: tokenWithConnectionSql('$1', '$2'),
+      values: [hash, impossibleId(connectionId) ? '' : connectionId]
+    })
+    const row = result.rows[0]
+    return row === undefined ? undefined : toTokenWithConnection(row)
   }
 
   async revokeToken (workspaceId: string, tokenId: string, revokedAt: string): Promise<boolean> {

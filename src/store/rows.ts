@@ -1,4 +1,4 @@
-import type { ConnectionRecord } from './store.js'
+import type { ConnectionRecord, TokenWithConnection } from './store.js'
 
 /** A `connections` row as both stores read it (the column names of migrations.ts). */
 export interface ConnectionRow {
@@ -25,5 +25,37 @@ export function toConnection (row: ConnectionRow): ConnectionRecord {
     secret: { kid: row.key_id, sealed: row.write_key_sealed },
     createdAt: row.created_at,
     updatedAt: row.updated_at
+  }
+}
+
+/** A `connections` column list with each column qualified by `alias`. */
+function qualified (alias: string): string {
+  return ['id', 'workspace_id', 'name', 'region', 'endpoint', 'write_key_hint', 'key_id', 'write_key_sealed', 'created_at', 'updated_at']
+    .map((column) => `${alias}.${column}`).join(', ')
+}
+
+/**
+ * The SELECT of `findTokenWithConnection`, the same on both stores but for the placeholders: a
+ * token LEFT JOINed with the named connection of the token's own workspace, so one round trip
+ * authenticates an action and finds its connection, and no other workspace's row can match.
+ */
+export function tokenWithConnectionSql (hashParameter: string, connectionIdParameter: string): string {
+  return `SELECT t.id AS token_id, t.workspace_id AS token_workspace_id, t.hash AS token_hash, t.created_at AS token_created_at, ${qualified('c')}
+    FROM api_tokens t LEFT JOIN connections c ON c.id = ${connectionIdParameter} AND c.workspace_id = t.workspace_id
+    WHERE t.hash = ${hashParameter} AND t.revoked_at IS NULL`
+}
+
+/** A row of tokenWithConnectionSql: the connection columns are all null when none matched. */
+export type TokenWithConnectionRow = {
+  token_id: string
+  token_workspace_id: string
+  token_hash: string
+  token_created_at: string
+} & (ConnectionRow | { [K in keyof ConnectionRow]: null })
+
+export function toTokenWithConnection (row: TokenWithConnectionRow): TokenWithConnection {
+  return {
+    token: { id: row.token_id, workspaceId: row.token_workspace_id, hash: row.token_hash, createdAt: row.token_created_at },
+    connection: row.id === null ? undefined : toConnection(row as ConnectionRow)
   }
 }

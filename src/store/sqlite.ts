@@ -2,8 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { migrations } from './migrations.js'
-import { toConnection, type ConnectionRow } from './rows.js'
-import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, WorkspaceRecord } from './store.js'
+import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
+import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
 
@@ -76,6 +76,11 @@ export class SqliteStore implements Store {
   async findToken (hash: string): Promise<TokenRecord | undefined> {
     return this.#statement('SELECT id, workspace_id AS workspaceId, hash, created_at AS createdAt FROM api_tokens WHERE hash = ? AND revoked_at IS NULL')
       .get(hash) as TokenRecord | undefined
+  }
+
+  async findTokenWithConnection (hash: string, connectionId: string): Promise<TokenWithConnection | undefined> {
+    const row = this.#statement(tokenWithConnectionSql('@hash', '@connectionId')).get({ hash, connectionId }) as TokenWithConnectionRow | undefined
+    return row === undefined ? undefined : toTokenWithConnection(row)
   }
 
   async revokeToken (workspaceId: string, tokenId: string, revokedAt: string): Promise<boolean> {

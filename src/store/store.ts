@@ -33,6 +33,11 @@ export interface ConnectionRecord {
   updatedAt: string
 }
 
+export interface TokenWithConnection {
+  token: TokenRecord
+  connection: ConnectionRecord | undefined
+}
+
 export interface ConnectionPatch {
   name?: string
   region?: 'us' | 'eu'
@@ -61,6 +66,12 @@ export interface Store {
   createToken: (token: TokenRecord) => Promise<void>
   /** The live (not revoked) token with this hash. */
   findToken: (hash: string) => Promise<TokenRecord | undefined>
+  /**
+   * An action's one read: the live token with this hash and, joined in the same query, the
+   * connection `connectionId` of that token's workspace (`connection` undefined when it has none by
+   * that id). Undefined when no live token has the hash.
+   */
+  findTokenWithConnection: (hash: string, connectionId: string) => Promise<TokenWithConnection | undefined>
   /** Returns false when no live token of that workspace has that id. */
   revokeToken: (workspaceId: string, tokenId: string, revokedAt: string) => Promise<boolean>
 
