@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Config, Region } from './config.js'
 import { AppError } from './errors.js'
 import { newId } from './ids.js'
@@ -72,11 +73,23 @@ export function toView (record: ConnectionRecord, warnings?: string[]): Connecti
   }
 }
 
+/**
+ * Opened Write Keys, keyed by everything that went into opening them: the associated data
+ * (workspace and connection), the key id and the sealed bytes. Every rotation or rewrap writes new
+ * sealed bytes (a fresh nonce), so the next request misses and opens the new ciphertext: this saves
+ * the AES-GCM work, never a store read. A ciphertext copied into another row has other associated
+ * data, so it misses too and fails to open as before. Bounded in count and in age, so keys of
+ * deleted connections leave memory.
+ */
+const OPENED_KEYS_MAX = 10_000
+const OPENED_KEY_TTL_MS = 10 * 60_000
+
 /** Connections of one workspace at a time: every method takes the workspace, so no id crosses tenants. */
 export class ConnectionService {
   readonly #store: Store
   readonly #ring: KeyRing
   readonly #segment: Config['segment']
+  readonly #opened = new LRUCache<string, string>({ max: OPENED_KEYS_MAX, ttl: OPENED_KEY_TTL_MS })
 
   constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
     this.#store = store
@@ -157,11 +170,31 @@ export class ConnectionService {
     if (!await this.#store.deleteConnection(workspaceId, id)) throw notFound()
   }
 
-  /** Read and decrypt on every call, so a rotation is used by the very next action on every replica. */
+  /** Reads the row on every call, so a rotation is used by the very next action on every replica. */
   async resolve (workspaceId: string, id: string): Promise<ResolvedConnection> {
-    const record = await this.#record(workspaceId, id)
+    return this.ready(await this.#store.getConnection(workspaceId, id))
+  }
+
+  /**
+   * A connection row read for this request (by the store's findTokenWithConnection, say) made
+   * ready to send; 404 when there was none. The endpoint is checked against today's allowlist.
+   */
+  ready (record: ConnectionRecord | null | undefined): ResolvedConnection {
+    if (record === null || record === undefined) throw notFound()
     const baseUrl = record.endpoint === null ? this.#segment.baseUrls[record.region] : this.allowedEndpoint(record.endpoint)
-    return { record, baseUrl, writeKey: this.#ring.open(record.secret, connectionAad(workspaceId, id)) }
+    return { record, baseUrl, writeKey: this.#open(record) }
+  }
+
+  #open (record: ConnectionRecord): string {
+    const aad = connectionAad(record.workspaceId, record.id)
+    const { kid, sealed } = record.secret
+    const key = `${aad}\0${kid}\0${sealed.toString('base64')}`
+    let writeKey = this.#opened.get(key)
+    if (writeKey === undefined) {
+      writeKey = this.#ring.open(record.secret, aad)
+      this.#opened.set(key, writeKey)
+    }
+    return writeKey
   }
 
   async #record (workspaceId: string, id: string): Promise<ConnectionRecord> {

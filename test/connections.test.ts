@@ -135,3 +135,22 @@ t.test('tenant isolation: another workspace\'s connection is a plain 404 on ever
   t.same(still.json(), mine, 'nothing changed for the owner')
   t.equal((await app.connections.resolve(a.id, mine.id)).writeKey, 'wk_test_0123456789abcdef')
 })
+
+t.test('an opened Write Key is reused only for the very same sealed bytes of the very same row', async (t) => {
+  const { app } = await build(t)
+  const ws = await createWorkspace(app)
+  const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
+  const b = await createConnection(app, ws, { writeKey: 'wk_live_bbbb_0000000002' })
+  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
+  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again from memory')
+
+  const rotated = await app.inject({ method: 'PUT', url: `/v1/connections/${a.id}/write-key`, headers: ws.auth, payload: { writeKey: 'wk_live_aaaa_rotated0003' } })
+  t.equal(rotated.statusCode, 200)
+  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_rotated0003', 'a rotation is used by the next call')
+
+  // A's current ciphertext, opened a moment ago, copied into B's row: its associated data names A,
+  // so it must fail to open for B rather than come back from memory.
+  const aRecord = (await app.store.getConnection(ws.id, a.id))!
+  await app.store.replaceWriteKey(ws.id, b.id, aRecord.secret, '…copy', new Date().toISOString())
+  await t.rejects(app.connections.resolve(ws.id, b.id), { name: 'DecryptError' })
+})
