@@ -7,8 +7,8 @@ const options: BuildOptions = { workspaceId: 'ws_a', connectionId: 'con_a', maxE
 const library = { name: serviceName, version: serviceVersion }
 const sentAt = new Date('2025-06-01T12:00:00.000Z')
 
-function parse (text: string): Record<string, any> {
-  return JSON.parse(text) as Record<string, any>
+function parse (body: Buffer): Record<string, any> {
+  return JSON.parse(body.toString('utf8')) as Record<string, any>
 }
 
 function tooLarge (fn: () => unknown): AppError {
@@ -68,6 +68,21 @@ t.test('bytes is exactly the size of every rendering, with multi-byte text', asy
   }, options)
   t.equal(Buffer.byteLength(batch.render(sentAt)), batch.bytes)
   t.equal(parse(batch.render(sentAt)).extra, 'passes through')
+})
+
+t.test('a batch bigger than its first buffer is written whole, multi-byte text included', async (t) => {
+  // The builder starts with about 512 bytes per item and doubles; these items are about 3 KB each,
+  // with 1-, 2-, 3- and 4-byte characters, so the buffer grows several times, mid-item too.
+  const items = Array.from({ length: 40 }, (_, i) => ({ type: 'track', userId: `u${i}`, event: 'e', properties: { note: 'aé☕🎉'.repeat(150 + i) } }))
+  const built = buildUpstream('batch-send', { batch: items }, options)
+  const body = built.render(sentAt)
+  t.equal(body.length, built.bytes)
+  const sent = parse(body)
+  t.equal(sent.batch.length, 40)
+  t.same(sent.batch.map((item: { properties: unknown }) => item.properties), items.map((item) => item.properties))
+  t.same(sent.batch.map((item: { messageId: string }) => item.messageId), built.messageIds)
+  t.equal(sent.sentAt, sentAt.toISOString())
+  t.not(built.render(sentAt), built.render(sentAt), 'a new buffer for each attempt')
 })
 
 t.test('a batch: item order, messageIds, library per item, sentAt at the top level', async (t) => {
