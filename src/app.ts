@@ -68,10 +68,6 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   // Above keepAliveTimeout, as Node requires for headers on a reused socket.
   app.server.headersTimeout = 75_000
 
-  app.addHook('onSend', async (request, reply) => {
-    reply.header('x-request-id', request.id)
-  })
-
   await app.register(errors)
   await app.register(openapi)
   await app.register(requestLog)

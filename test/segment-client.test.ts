@@ -2,7 +2,7 @@ import t from 'tap'
 import { Pool } from 'undici'
 import { AppError, problemBody } from '../src/errors.js'
 import { buildUpstream } from '../src/segment/build.js'
-import { SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
+import { Cancel, SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
 import { startFakeSegment, type FakeSegment } from './fake-segment.js'
 
 const writeKey = 'wk_TESTabcdefghijklmnopqrstuvwxyz12'
@@ -230,6 +230,24 @@ t.test('the caller\'s signal stops the send at once', async (t) => {
   await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: controller.signal }), { message: 'client went away' })
   t.ok(Date.now() - started < 1500)
   t.equal(fake.requests.length, 1)
+})
+
+t.test('a Cancel works as the caller\'s signal too: during an attempt and during a wait', async (t) => {
+  const { fake, client } = await setup(t)
+  fake.respondWith([{ hang: true }, { status: 429, headers: { 'retry-after': '5' } }])
+  for (const delayMs of [100, 300]) {
+    const built = batch()
+    const gone = new Cancel()
+    setTimeout(() => { gone.abort(new Error('client went away')) }, delayMs)
+    const started = Date.now()
+    await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: gone }), { message: 'client went away' })
+    t.ok(Date.now() - started < 3000)
+    t.equal(gone.listenerCount('abort'), 0, 'no listener is left on the signal')
+  }
+  const aborted = new Cancel()
+  aborted.abort(new Error('already gone'))
+  await t.rejects(client.send({ baseUrl: fake.url, path: '/v1/batch', writeKey, render: batch().render, signal: aborted }), { message: 'already gone' })
+  t.equal(fake.requests.length, 2, 'an already-aborted signal sends nothing')
 })
 
 t.test('the caller\'s signal also cuts a wait between attempts', async (t) => {

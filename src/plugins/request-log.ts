@@ -21,19 +21,35 @@ declare module 'fastify' {
 // Replaces Fastify's two request lines (disableRequestLogging) with one line per request that
 // names the tenant and the outcome. Bodies, headers and keys are never part of it.
 export default fp(async (app) => {
+  // The line is made here of the fields above only (ids, counts, codes; never a body, header or
+  // key), so it is written by a child without the path redaction every other log call gets: the
+  // redaction's wildcard paths cost more than the rest of the line (measured: 14 against 6 µs).
+  const lines = app.log.child({}, { redact: [] })
   app.decorateRequest('logFields', null as unknown as RequestLogFields)
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     request.logFields = {}
+    // Set first, so every answer carries it, errors included.
+    reply.header('x-request-id', request.id)
   })
   app.addHook('onResponse', async (request, reply) => {
     const statusCode = reply.statusCode
     const level = statusCode >= 500 ? 'error' : 'info'
-    request.log[level]({
+    const fields = request.logFields
+    // Every key every time (pino skips the undefined ones): one object shape for all lines.
+    lines[level]({
+      reqId: request.id,
       method: request.method,
       route: request.routeOptions.url ?? 'unmatched',
       statusCode,
       workspaceId: request.workspaceId === '' ? undefined : request.workspaceId,
-      ...request.logFields,
+      connectionId: fields.connectionId,
+      action: fields.action,
+      events: fields.events,
+      bytes: fields.bytes,
+      upstreamStatus: fields.upstreamStatus,
+      attempts: fields.attempts,
+      code: fields.code,
+      dryRun: fields.dryRun,
       durationMs: Math.round(reply.elapsedTime * 100) / 100
     }, 'request completed')
   })

@@ -4,6 +4,7 @@ import type { Config } from '../config.js'
 import { AppError, problemResponses } from '../errors.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
+import { Cancel } from '../segment/client.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
 
@@ -34,11 +35,11 @@ const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload
 
 /** One route per action, each with its own schema; the handler is the same pipeline for all. */
 const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  app.addHook('onRequest', app.authenticateWorkspace)
-  // Named in the log line and metrics even when validation refuses the body.
   app.addHook('onRequest', async (request) => {
+    // Named in the log line and metrics even when authentication or validation refuses the request.
     request.logFields.action = (request.routeOptions.config as { action?: string }).action
     request.logFields.connectionId = (request.params as { connectionId?: string }).connectionId
+    await app.authenticateConnection(request)
   })
   // Refuse oversized requests while they stream in. JSON sent by callers may be pretty-printed, so
   // allow headroom over the upstream limits, which build.ts enforces byte-exactly.
@@ -71,7 +72,9 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       const { connectionId } = request.params
       const fields = request.logFields
 
-      const connection = await app.connections.resolve(workspaceId, connectionId)
+      // Read with the token (authenticateConnection); a missing one is 404 only now, after
+      // validation, as for every other route.
+      const connection = app.connections.ready(request.connection)
       const upstream = buildUpstream(name, request.body, {
         workspaceId,
         connectionId,
@@ -123,13 +126,13 @@ function answer (reply: Record<string, unknown>): never {
  * response, not on the socket: a keep-alive socket carries many requests, and a listener per
  * request on it would pile up (each holding its controller) until the socket closed.
  */
-function callerGone (response: import('node:http').ServerResponse): AbortSignal {
-  const controller = new AbortController()
+function callerGone (response: import('node:http').ServerResponse): Cancel {
+  const gone = new Cancel()
   response.once('close', () => {
     if (response.writableFinished) return
-    controller.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
+    gone.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
   })
-  return controller.signal
+  return gone
 }
 
 export default actionRoutes

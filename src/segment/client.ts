@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import { AppError } from '../errors.js'
 import { backoffDelay, isRetryableStatus, parseRetryAfter } from './retry.js'
@@ -25,9 +24,9 @@ export interface SendRequest {
   path: string
   writeKey: string
   /** Called once per attempt; same events and messageIds each time, only sentAt changes. */
-  render: (sentAt: Date) => string
+  render: (sentAt: Date) => Buffer
   /** The caller gave up (e.g. the client disconnected): stop at once, rejecting with its reason. */
-  signal?: AbortSignal
+  signal?: CancelSignal
 }
 
 export interface AttemptReport {
@@ -44,6 +43,11 @@ export interface SendHooks {
 export interface SendResult {
   upstreamStatus: number
   attempts: number
+}
+
+interface Target {
+  origin: string
+  path: string
 }
 
 type Outcome =
@@ -73,6 +77,7 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 export class SegmentClient {
   readonly #options: SegmentClientOptions
   readonly #dispatchers = new Map<string, Dispatcher>()
+  readonly #targets = new Map<string, Target>()
   #closed = false
 
   constructor (options: SegmentClientOptions) {
@@ -82,7 +87,7 @@ export class SegmentClient {
   async send (request: SendRequest, hooks: SendHooks = {}): Promise<SendResult> {
     const { maxAttempts, attemptTimeoutMs, deadlineMs } = this.#options
     const deadline = performance.now() + deadlineMs
-    const url = new URL(request.baseUrl.replace(/\/+$/, '') + request.path)
+    const url = this.#target(request.baseUrl, request.path)
     const dispatcher = this.#dispatcher(url.origin)
     const authorization = 'Basic ' + Buffer.from(request.writeKey + ':').toString('base64')
     const secrets = [request.writeKey, authorization.slice('Basic '.length)].filter((s) => s.length > 0)
@@ -101,7 +106,7 @@ export class SegmentClient {
       const started = performance.now()
       const outcome = await attemptOnce(dispatcher, {
         origin: url.origin,
-        path: url.pathname + url.search,
+        path: url.path,
         method: 'POST',
         headers,
         body: request.render(new Date()),
@@ -161,6 +166,20 @@ export class SegmentClient {
     await Promise.all(dispatchers.map((dispatcher) => dispatcher.close()))
   }
 
+  /** Where a (base URL, path) pair points, parsed once: base URLs come from configuration. */
+  #target (baseUrl: string, path: string): Target {
+    const key = baseUrl + '\0' + path
+    let target = this.#targets.get(key)
+    if (target === undefined) {
+      const url = new URL(baseUrl.replace(/\/+$/, '') + path)
+      target = { origin: url.origin, path: url.pathname + url.search }
+      // Bounded by the configured base URLs times six paths; the cap only guards against misuse.
+      if (this.#targets.size >= 1000) this.#targets.clear()
+      this.#targets.set(key, target)
+    }
+    return target
+  }
+
   #dispatcher (origin: string): Dispatcher {
     if (this.#closed) throw new Error('SegmentClient is closed')
     let dispatcher = this.#dispatchers.get(origin)
@@ -180,11 +199,12 @@ export class SegmentClient {
 }
 
 /**
- * Cancels one attempt. undici takes an EventEmitter with `aborted`/`reason` as its `signal`: on
- * Node 20 an AbortController's signal, plus the EventTarget listener undici adds to it, cost
- * about 10 µs of CPU per attempt (measured), an emitter well under 1 µs.
+ * A one-shot cancel signal: `aborted`, `reason` and an 'abort' event, the shape undici also takes
+ * as its `signal`. On Node 20 an AbortController and its AbortSignal, plus the EventTarget listener
+ * undici adds to it, cost about 10 µs of CPU per use (measured), this emitter well under 1 µs, so
+ * each attempt and each request's "caller gone" signal uses one.
  */
-class AttemptAbort extends EventEmitter {
+export class Cancel extends EventEmitter {
   aborted = false
   reason: unknown = undefined
 
@@ -196,13 +216,32 @@ class AttemptAbort extends EventEmitter {
   }
 }
 
-async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: string[], signal?: AbortSignal): Promise<Outcome> {
-  signal?.throwIfAborted()
-  const cancel = new AttemptAbort()
+/** What send() takes from its caller to stop early: a Cancel or a standard AbortSignal. */
+export type CancelSignal = Cancel | AbortSignal
+
+// A function, not an inline test: TypeScript would keep the narrowing of an earlier check and
+// miss that the signal can abort while an await is pending.
+function isAborted (signal: CancelSignal | undefined): boolean {
+  return signal?.aborted === true
+}
+
+/** Calls `listener` once when `signal` aborts; returns what removes it. */
+function onAbort (signal: CancelSignal | undefined, listener: () => void): () => void {
+  if (signal === undefined) return () => {}
+  if (signal instanceof Cancel) {
+    signal.once('abort', listener)
+    return () => { signal.off('abort', listener) }
+  }
+  signal.addEventListener('abort', listener, { once: true })
+  return () => { signal.removeEventListener('abort', listener) }
+}
+
+async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: string[], signal?: CancelSignal): Promise<Outcome> {
+  if (isAborted(signal)) throw signal?.reason
+  const cancel = new Cancel()
   let timedOut = false
   const timer = setTimeout(() => { timedOut = true; cancel.abort() }, timeoutMs)
-  const onAbort = () => cancel.abort(signal?.reason)
-  signal?.addEventListener('abort', onAbort, { once: true })
+  const stopListening = onAbort(signal, () => { cancel.abort(signal?.reason) })
   try {
     const response = await dispatcher.request({ ...options, signal: cancel })
     const { statusCode, headers, body } = response
@@ -217,25 +256,30 @@ async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestO
       excerpt: await readExcerpt(body, secrets)
     }
   } catch (error) {
-    if (signal?.aborted === true) throw signal.reason
+    if (isAborted(signal)) throw signal?.reason
     if (timedOut) return { kind: 'timeout' }
     const code = (error as { code?: unknown }).code
     if (typeof code === 'string' && timeoutCodes.has(code)) return { kind: 'timeout' }
     return { kind: 'error', reason: typeof code === 'string' ? code : (error as Error).name }
   } finally {
     clearTimeout(timer)
-    signal?.removeEventListener('abort', onAbort)
+    stopListening()
   }
 }
 
-async function wait (ms: number, signal?: AbortSignal): Promise<void> {
-  try {
-    await sleep(ms, undefined, { signal })
-  } catch (error) {
-    // Reject as an aborted attempt does: with the caller's own reason.
-    if (signal?.aborted === true) throw signal.reason
-    throw error
-  }
+/** Sleeps `ms`; rejects at once with the caller's own reason when `signal` aborts, as an attempt does. */
+async function wait (ms: number, signal?: CancelSignal): Promise<void> {
+  if (isAborted(signal)) throw signal?.reason
+  await new Promise<void>((resolve, reject) => {
+    const stopListening = onAbort(signal, () => {
+      clearTimeout(timer)
+      reject(signal?.reason)
+    })
+    const timer = setTimeout(() => {
+      stopListening()
+      resolve()
+    }, ms)
+  })
 }
 
 /**
