@@ -60,18 +60,25 @@ export function buildUpstream (action: ActionName, body: object, options: BuildO
 }
 
 function buildSingle (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
-  // Ours replaces any caller's sentAt: it must be the time of sending.
-  const { sentAt: _sentAt, ...fields } = body
+  // Ours replaces any caller's sentAt: it must be the time of sending. (A rest copy only when there
+  // is one to drop: prepare() copies the body anyway when it adds a messageId or the library.)
+  let fields = body
+  if (body.sentAt !== undefined) {
+    const { sentAt: _sentAt, ...rest } = body
+    fields = rest
+  }
   const event = prepare(fields, false, nextId, 0)
-  const json = JSON.stringify(event)
-  const bytes = Buffer.byteLength(json) + sentAtBytes
+  // Encoded once: the buffer's length is the exact size, and each attempt copies it.
+  const encoded = Buffer.from(JSON.stringify(event))
+  const bytes = encoded.length + sentAtBytes
   if (bytes > options.maxEventBytes) {
     throw new AppError('payload_too_large', `The event is ${bytes} bytes; Segment accepts at most ${options.maxEventBytes}.`, {
       limit: options.maxEventBytes, size: bytes, largestFields: largestFields(event)
     })
   }
-  const head = json.slice(0, -1)
-  return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => Buffer.from(head + sentAtTail(sentAt)) }
+  // Without its closing brace, which comes with sentAt.
+  const head = encoded.subarray(0, -1)
+  return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => withSentAt(head, sentAt) }
 }
 
 function buildBatch (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
