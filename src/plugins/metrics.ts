@@ -57,12 +57,13 @@ export default fp(async (app) => {
   }
   app.decorate('metrics', metrics)
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
       route: request.routeOptions.url ?? 'unmatched',
       action: request.logFields.action ?? '',
       status: String(reply.statusCode)
     })
+    done()
   })
 
   app.get('/metrics', {

@@ -26,12 +26,14 @@ export default fp(async (app) => {
   // redaction's wildcard paths cost more than the rest of the line (measured: 14 against 6 µs).
   const lines = app.log.child({}, { redact: [] })
   app.decorateRequest('logFields', null as unknown as RequestLogFields)
-  app.addHook('onRequest', async (request, reply) => {
+  // Both hooks are synchronous, in callback style: no promise per request for either.
+  app.addHook('onRequest', (request, reply, done) => {
     request.logFields = {}
     // Set first, so every answer carries it, errors included.
     reply.header('x-request-id', request.id)
+    done()
   })
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const statusCode = reply.statusCode
     const level = statusCode >= 500 ? 'error' : 'info'
     const fields = request.logFields
@@ -52,5 +54,6 @@ export default fp(async (app) => {
       dryRun: fields.dryRun,
       durationMs: Math.round(reply.elapsedTime * 100) / 100
     }, 'request completed')
+    done()
   })
 }, { name: 'request-log' })

@@ -90,7 +90,8 @@ export class SegmentClient {
     const url = this.#target(request.baseUrl, request.path)
     const dispatcher = this.#dispatcher(url.origin)
     const authorization = 'Basic ' + Buffer.from(request.writeKey + ':').toString('base64')
-    const secrets = [request.writeKey, authorization.slice('Basic '.length)].filter((s) => s.length > 0)
+    // What an error body must never echo back to our caller; only read when there is one.
+    const secrets = (): string[] => [request.writeKey, authorization.slice('Basic '.length)].filter((s) => s.length > 0)
 
     let lastStatus: number | undefined
     let lastRetryAfterMs: number | undefined
@@ -236,14 +237,16 @@ function onAbort (signal: CancelSignal | undefined, listener: () => void): () =>
   return () => { signal.removeEventListener('abort', listener) }
 }
 
-async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: string[], signal?: CancelSignal): Promise<Outcome> {
+/** One attempt; `options` is this attempt's own object, which gets the attempt's cancel signal. */
+async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: () => string[], signal?: CancelSignal): Promise<Outcome> {
   if (isAborted(signal)) throw signal?.reason
   const cancel = new Cancel()
   let timedOut = false
   const timer = setTimeout(() => { timedOut = true; cancel.abort() }, timeoutMs)
   const stopListening = onAbort(signal, () => { cancel.abort(signal?.reason) })
   try {
-    const response = await dispatcher.request({ ...options, signal: cancel })
+    options.signal = cancel
+    const response = await dispatcher.request(options)
     const { statusCode, headers, body } = response
     if (statusCode >= 200 && statusCode < 300) {
       await body.dump()
@@ -253,7 +256,7 @@ async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestO
       kind: 'response',
       status: statusCode,
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
-      excerpt: await readExcerpt(body, secrets)
+      excerpt: await readExcerpt(body, secrets())
     }
   } catch (error) {
     if (isAborted(signal)) throw signal?.reason
