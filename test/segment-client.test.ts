@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import t from 'tap'
 import { Pool } from 'undici'
 import { AppError, problemBody } from '../src/errors.js'
@@ -220,47 +221,45 @@ t.test('a slow answer within the attempt timeout succeeds', async (t) => {
   t.same(await client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render }), { upstreamStatus: 200, attempts: 1 })
 })
 
-t.test('the caller\'s signal stops the send at once', async (t) => {
-  const { fake, client } = await setup(t)
-  fake.respondWith([{ hang: true }])
-  const built = batch()
-  const controller = new AbortController()
-  setTimeout(() => controller.abort(new Error('client went away')), 100)
-  const started = Date.now()
-  await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: controller.signal }), { message: 'client went away' })
-  t.ok(Date.now() - started < 1500)
-  t.equal(fake.requests.length, 1)
-})
-
-t.test('a Cancel works as the caller\'s signal too: during an attempt and during a wait', async (t) => {
-  const { fake, client } = await setup(t)
-  fake.respondWith([{ hang: true }, { status: 429, headers: { 'retry-after': '5' } }])
-  for (const delayMs of [100, 300]) {
-    const built = batch()
+// The caller's signal, an AbortSignal or the service's own Cancel emitter, stops a send at once:
+// while an attempt waits for Segment and while the client waits between attempts.
+const signals = {
+  AbortSignal: () => {
+    const controller = new AbortController()
+    return { signal: controller.signal, abort: (reason: Error) => { controller.abort(reason) }, listeners: () => getEventListeners(controller.signal, 'abort').length }
+  },
+  Cancel: () => {
     const gone = new Cancel()
-    setTimeout(() => { gone.abort(new Error('client went away')) }, delayMs)
-    const started = Date.now()
-    await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: gone }), { message: 'client went away' })
-    t.ok(Date.now() - started < 3000)
-    t.equal(gone.listenerCount('abort'), 0, 'no listener is left on the signal')
+    return { signal: gone, abort: (reason: Error) => { gone.abort(reason) }, listeners: () => gone.listenerCount('abort') }
   }
-  const aborted = new Cancel()
-  aborted.abort(new Error('already gone'))
-  await t.rejects(client.send({ baseUrl: fake.url, path: '/v1/batch', writeKey, render: batch().render, signal: aborted }), { message: 'already gone' })
-  t.equal(fake.requests.length, 2, 'an already-aborted signal sends nothing')
-})
-
-t.test('the caller\'s signal also cuts a wait between attempts', async (t) => {
-  const { fake, client } = await setup(t)
-  fake.respondWith([{ status: 429, headers: { 'retry-after': '5' } }])
-  const built = batch()
-  const controller = new AbortController()
-  setTimeout(() => controller.abort(new Error('client went away')), 200)
-  const started = Date.now()
-  await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: controller.signal }), { message: 'client went away' })
-  t.ok(Date.now() - started < 3000)
-  t.equal(fake.requests.length, 1)
-})
+}
+const phases = [
+  { phase: 'during an attempt', respond: { hang: true }, abortAfterMs: 100, withinMs: 1500 },
+  { phase: 'during a wait between attempts', respond: { status: 429, headers: { 'retry-after': '5' } }, abortAfterMs: 200, withinMs: 3000 }
+]
+for (const [kind, make] of Object.entries(signals)) {
+  for (const { phase, respond, abortAfterMs, withinMs } of phases) {
+    t.test(`the caller's ${kind} stops the send at once, ${phase}`, async (t) => {
+      const { fake, client } = await setup(t)
+      fake.respondWith([respond])
+      const built = batch()
+      const caller = make()
+      setTimeout(() => { caller.abort(new Error('client went away')) }, abortAfterMs)
+      const started = Date.now()
+      await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, signal: caller.signal }), { message: 'client went away' })
+      t.ok(Date.now() - started < withinMs)
+      t.equal(fake.requests.length, 1)
+      t.equal(caller.listeners(), 0, 'no listener is left on the signal')
+    })
+  }
+  t.test(`an already-aborted ${kind} sends nothing`, async (t) => {
+    const { fake, client } = await setup(t)
+    const caller = make()
+    caller.abort(new Error('already gone'))
+    await t.rejects(client.send({ baseUrl: fake.url, path: '/v1/batch', writeKey, render: batch().render, signal: caller.signal }), { message: 'already gone' })
+    t.equal(fake.requests.length, 0)
+  })
+}
 
 t.test('one injected dispatcher per origin, reused, closed by close()', async (t) => {
   const fake = await startFakeSegment()
