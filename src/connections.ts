@@ -89,12 +89,14 @@ export class ConnectionService {
   readonly #store: Store
   readonly #ring: KeyRing
   readonly #segment: Config['segment']
-  readonly #opened = new LRUCache<string, string>({ max: OPENED_KEYS_MAX, ttl: OPENED_KEY_TTL_MS })
+  readonly #opened: LRUCache<string, string>
 
-  constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
+  constructor (store: Store, ring: KeyRing, segment: Config['segment'], { openedKeyTtlMs = OPENED_KEY_TTL_MS } = {}) {
     this.#store = store
     this.#ring = ring
     this.#segment = segment
+    // ttlAutopurge: an expired key leaves memory on its own, not only when it is looked up again.
+    this.#opened = new LRUCache({ max: OPENED_KEYS_MAX, ttl: openedKeyTtlMs, ttlAutopurge: true })
   }
 
   /**
@@ -183,6 +185,11 @@ export class ConnectionService {
     if (record === null || record === undefined) throw notFound()
     const baseUrl = record.endpoint === null ? this.#segment.baseUrls[record.region] : this.allowedEndpoint(record.endpoint)
     return { record, baseUrl, writeKey: this.#open(record) }
+  }
+
+  /** How many opened Write Keys are in memory (for tests). */
+  get openedKeys (): number {
+    return this.#opened.size
   }
 
   #open (record: ConnectionRecord): string {

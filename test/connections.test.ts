@@ -1,6 +1,7 @@
 import t from 'tap'
 import { build, createConnection, createWorkspace } from './helper.js'
-import { PASSWORD_WARNING } from '../src/connections.js'
+import { setTimeout } from 'node:timers/promises'
+import { ConnectionService, PASSWORD_WARNING } from '../src/connections.js'
 
 const WRITE_KEY = 'wk_live_9f8e7d6c5b4a39281706f5e4'
 
@@ -153,4 +154,15 @@ t.test('an opened Write Key is reused only for the very same sealed bytes of the
   const aRecord = (await app.store.getConnection(ws.id, a.id))!
   await app.store.replaceWriteKey(ws.id, b.id, aRecord.secret, '…copy', new Date().toISOString())
   await t.rejects(app.connections.resolve(ws.id, b.id), { name: 'DecryptError' })
+})
+
+t.test('an opened Write Key leaves memory once its time is up, without being looked up again', async (t) => {
+  const { app, config } = await build(t)
+  const ws = await createWorkspace(app)
+  const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
+  const connections = new ConnectionService(app.store, app.keyRing, config.segment, { openedKeyTtlMs: 50 })
+  t.equal((await connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
+  t.equal(connections.openedKeys, 1, 'kept after opening')
+  await setTimeout(300)
+  t.equal(connections.openedKeys, 0, 'gone after its time')
 })

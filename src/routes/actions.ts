@@ -72,8 +72,9 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       const { connectionId } = request.params
       const fields = request.logFields
 
-      // Read with the token (authenticateConnection); a missing one is 404 only now, after
-      // validation, as for every other route.
+      // Read with the token as the request arrived (authenticateConnection): a change committed
+      // while the body was still uploading applies from the next action on. A missing one is 404
+      // only now, after validation, as for every other route.
       const connection = app.connections.ready(request.connection)
       const upstream = buildUpstream(name, request.body, {
         workspaceId,
