@@ -10,6 +10,7 @@ import { loadConfig } from '../src/config.js'
 import { productionLogStream } from '../src/server.js'
 import { buildBaseline } from './baseline.js'
 import { startFastFake } from './fake-segment-fast.js'
+import { BENCH_WRITE_KEY } from './scenarios.js'
 
 export interface Ready {
   type: 'ready'
@@ -38,8 +39,6 @@ export type ParentMessage =
   | { type: 'profile-start' }
   | { type: 'profile-stop', file: string }
   | { type: 'close' }
-
-export const BENCH_WRITE_KEY = 'wk_bench_0123456789abcdef'
 
 const send = (message: Ready | MemoryReport | Done): void => { process.send?.(message) }
 

@@ -16,6 +16,9 @@ export interface Scenario {
   requests: (target: Target) => Request[]
 }
 
+/** The Write Key of the bench's connection, and the baseline's Basic header. */
+export const BENCH_WRITE_KEY = 'wk_bench_0123456789abcdef'
+
 const timestamp = '2025-03-14T09:26:53.589Z'
 
 /** A track call of about 1 KB, shaped like a workflow's order event. */

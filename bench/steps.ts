@@ -17,7 +17,7 @@ import { connectionAad } from '../src/store/crypto.js'
 import { bearerToken, hashesEqual, hashToken, isWellFormedToken } from '../src/tokens.js'
 import { bodyValidator } from './batch-floor.js'
 import { start } from './processes.js'
-import { trackJson } from './scenarios.js'
+import { BENCH_WRITE_KEY, trackJson } from './scenarios.js'
 import { median } from './stats.js'
 
 export interface StepResult {
@@ -27,8 +27,6 @@ export interface StepResult {
 }
 
 const BLOCKS = 5
-// Not imported from child.ts: importing it would run it as a child process.
-const BENCH_WRITE_KEY = 'wk_bench_0123456789abcdef'
 
 /** Runs `fn` `calls` times per block, after one block of warm-up; median CPU µs per call. */
 async function time (calls: number, fn: () => unknown): Promise<number> {

@@ -2,14 +2,14 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
-import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
+import { CONNECTION_COLUMNS as CONNECTION_COLUMN_LIST, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS "createdAt"'
-const CONNECTION_COLUMNS = 'id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at'
+const CONNECTION_COLUMNS = CONNECTION_COLUMN_LIST.join(', ')
 // Every replica uses this key, so only one of them migrates at a time.
 const MIGRATION_LOCK_KEY = '7526340958120936201'
 // Waiting for another replica's migration may take longer than one request may.

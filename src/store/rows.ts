@@ -28,11 +28,8 @@ export function toConnection (row: ConnectionRow): ConnectionRecord {
   }
 }
 
-/** A `connections` column list with each column qualified by `alias`. */
-function qualified (alias: string): string {
-  return ['id', 'workspace_id', 'name', 'region', 'endpoint', 'write_key_hint', 'key_id', 'write_key_sealed', 'created_at', 'updated_at']
-    .map((column) => `${alias}.${column}`).join(', ')
-}
+/** The columns of a `connections` row, in the order of migrations.ts. */
+export const CONNECTION_COLUMNS = ['id', 'workspace_id', 'name', 'region', 'endpoint', 'write_key_hint', 'key_id', 'write_key_sealed', 'created_at', 'updated_at'] as const
 
 /**
  * The SELECT of `findTokenWithConnection`, the same on both stores but for the placeholders: a
@@ -40,7 +37,7 @@ function qualified (alias: string): string {
  * authenticates an action and finds its connection, and no other workspace's row can match.
  */
 export function tokenWithConnectionSql (hashParameter: string, connectionIdParameter: string): string {
-  return `SELECT t.id AS token_id, t.workspace_id AS token_workspace_id, t.hash AS token_hash, t.created_at AS token_created_at, ${qualified('c')}
+  return `SELECT t.id AS token_id, t.workspace_id AS token_workspace_id, t.hash AS token_hash, t.created_at AS token_created_at, ${CONNECTION_COLUMNS.map((column) => `c.${column}`).join(', ')}
     FROM api_tokens t LEFT JOIN connections c ON c.id = ${connectionIdParameter} AND c.workspace_id = t.workspace_id
     WHERE t.hash = ${hashParameter} AND t.revoked_at IS NULL`
 }
