@@ -23,7 +23,7 @@ declare module 'fastify' {
 export default fp(async (app) => {
   // The line is made here of the fields above only (ids, counts, codes; never a body, header or
   // key), so it is written by a child without the path redaction every other log call gets: the
-  // redaction's wildcard paths cost more than the rest of the line (measured: 14 against 6 µs).
+  // redaction's wildcard paths cost more than the rest of the line (measured alone: 16.5 against 5.5 µs a line).
   const lines = app.log.child({}, { redact: [] })
   app.decorateRequest('logFields', null as unknown as RequestLogFields)
   // Both hooks are synchronous, in callback style: no promise per request for either.

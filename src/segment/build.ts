@@ -28,8 +28,8 @@ type Json = Record<string, unknown>
 
 const library = { name: serviceName, version: serviceVersion }
 const sentAtLength = 24 // toISOString() for years 0000-9999: `2025-03-14T09:26:53.589Z`
-// `,"sentAt":"…"}` replaces the closing brace of the body.
-const sentAtBytes = ',"sentAt":"'.length + sentAtLength + '"}'.length - 1
+// `,"sentAt":"…"}` ends every body: each body is built without its closing brace, then gets this.
+const sentAtTailBytes = ',"sentAt":"'.length + sentAtLength + '"}'.length
 const batchOpen = '{"batch":['
 
 /**
@@ -70,14 +70,14 @@ function buildSingle (path: string, body: Json, nextId: (index: number) => strin
   const event = prepare(fields, false, nextId, 0)
   // Encoded once: the buffer's length is the exact size, and each attempt copies it.
   const encoded = Buffer.from(JSON.stringify(event))
-  const bytes = encoded.length + sentAtBytes
+  // Without its closing brace, which comes with sentAt.
+  const head = encoded.subarray(0, -1)
+  const bytes = head.length + sentAtTailBytes
   if (bytes > options.maxEventBytes) {
     throw new AppError('payload_too_large', `The event is ${bytes} bytes; Segment accepts at most ${options.maxEventBytes}.`, {
       limit: options.maxEventBytes, size: bytes, largestFields: largestFields(event)
     })
   }
-  // Without its closing brace, which comes with sentAt.
-  const head = encoded.subarray(0, -1)
   return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => withSentAt(head, sentAt) }
 }
 
@@ -122,7 +122,7 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
   if (restJson !== '{}') out.write(',' + restJson.slice(1, -1))
 
   // The closing brace comes with sentAt.
-  const bytes = out.length + 1 + sentAtBytes
+  const bytes = out.length + sentAtTailBytes
   if (bytes > options.maxBatchBytes) {
     // The body's top level is essentially `/batch`; its biggest items are what the caller can move.
     const biggest = sizes.map((size, index) => ({ path: `/batch/${index}`, bytes: size }))
@@ -171,7 +171,7 @@ class ByteWriter {
  * time: an earlier attempt's write may still hold the previous one.
  */
 function withSentAt (head: Buffer, sentAt: Date): Buffer {
-  const body = Buffer.allocUnsafe(head.length + sentAtBytes + 1)
+  const body = Buffer.allocUnsafe(head.length + sentAtTailBytes)
   head.copy(body, 0)
   body.write(sentAtTail(sentAt), head.length, 'latin1')
   return body
