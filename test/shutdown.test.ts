@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { startFakeSegment } from './fake-segment.js'
 import { ADMIN_TOKEN, adminAuth } from './helper.js'
 import { freePort } from './support/free-port.js'
-import { startProcess, waitForOk } from './support/process.js'
+import { startProcess, waitForOk, waitForStdout } from './support/process.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const IN_FLIGHT = 10
@@ -80,10 +80,7 @@ t.test('SIGTERM drains in-flight forwards, refuses new work, and exits 0', async
 
   const signalledAt = Date.now()
   proc.child.kill('SIGTERM')
-  while (!proc.stdout().includes('shutting down')) {
-    if (Date.now() - signalledAt > 5000) throw new Error(`no shutdown log line\n${proc.stdout()}\n${proc.stderr()}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await waitForStdout(proc, 'shutting down')
   const late = await freshConnection(`${base}/healthz`)
   t.ok(late === 'ECONNREFUSED' || late === 503, `a new connection during the drain is refused or answered 503 (got ${late})`)
   t.equal(answered, 0, 'and the in-flight forwards are still waiting on Segment')

@@ -48,3 +48,12 @@ export async function waitForOk (url: string, proc: RunningProcess, timeoutMs = 
   }
   throw new Error(`${url} not ready: ${String(lastError)}\n${proc.stdout()}\n${proc.stderr()}`)
 }
+
+/** Polls the process's stdout until it contains `text`; throws with its output after `timeoutMs`. */
+export async function waitForStdout (proc: RunningProcess, text: string, timeoutMs = 5000): Promise<void> {
+  const started = Date.now()
+  while (!proc.stdout().includes(text)) {
+    if (Date.now() - started > timeoutMs) throw new Error(`no "${text}" on stdout within ${timeoutMs} ms\n${proc.stdout()}\n${proc.stderr()}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
