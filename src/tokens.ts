@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { hash, timingSafeEqual } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 import { randomBase62, toBase62 } from './ids.js'
 
@@ -25,9 +25,9 @@ export function isWellFormedToken (token: string): boolean {
   return token.slice(TOKEN_PREFIX.length + RANDOM_LENGTH) === checksum(random)
 }
 
-/** SHA-256 hex: what the store keeps instead of the token. */
+/** SHA-256 hex: what the store keeps instead of the token. (The one-shot crypto.hash: half the CPU of a Hash object.) */
 export function hashToken (token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex')
+  return hash('sha256', token, 'hex')
 }
 
 /** Constant-time equality of two SHA-256 hex digests. */
@@ -37,7 +37,7 @@ export function hashesEqual (a: string, b: string): boolean {
 
 /** Constant-time equality of two secrets of any length (compares their SHA-256 digests). */
 export function secretsEqual (a: string, b: string): boolean {
-  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest())
+  return timingSafeEqual(hash('sha256', a, 'buffer'), hash('sha256', b, 'buffer'))
 }
 
 /** The bearer credential of an `Authorization` header, or undefined. */

@@ -1,6 +1,7 @@
 import t from 'tap'
+import { createHash } from 'node:crypto'
 import { adminAuth, build, createConnection, createWorkspace } from './helper.js'
-import { generateToken } from '../src/tokens.js'
+import { generateToken, hashToken, hashesEqual, secretsEqual } from '../src/tokens.js'
 
 t.test('every wrong workspace credential gets the same 401', async (t) => {
   const { app } = await build(t)
@@ -86,4 +87,16 @@ t.test('workspaces: create, list, issue tokens', async (t) => {
   const bad = await app.inject({ method: 'POST', url: '/v1/admin/workspaces', headers: adminAuth, payload: { name: '' } })
   t.equal(bad.statusCode, 400)
   t.same(bad.json().errors, [{ path: '/name', message: 'must NOT have fewer than 1 characters' }])
+})
+
+t.test('token hashes are plain SHA-256 hex, so hashes stored by any earlier version still match', (t) => {
+  // FIPS 180-2's test vector, and one with a multi-byte character (hashed as UTF-8).
+  t.equal(hashToken('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+  t.equal(hashToken('é'), createHash('sha256').update('é', 'utf8').digest('hex'))
+  t.ok(hashesEqual(hashToken('abc'), hashToken('abc')))
+  t.notOk(hashesEqual(hashToken('abc'), hashToken('abd')))
+  t.ok(secretsEqual('admin-secret', 'admin-secret'))
+  t.notOk(secretsEqual('admin-secret', 'admin-secreT'))
+  t.notOk(secretsEqual('admin-secret', 'admin-secret-longer'))
+  t.end()
 })
