@@ -11,6 +11,7 @@ import pino from 'pino'
 import { Pool } from 'undici'
 import { buildApp, redactPaths } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
+import { productionLogStream } from '../src/server.js'
 import { buildUpstream } from '../src/segment/build.js'
 import { TrackBody } from '../src/segment/schemas.js'
 import { connectionAad } from '../src/store/crypto.js'
@@ -47,7 +48,9 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
   const fake = await start({ script: childScript, role: 'fake', env: {} })
   const dataDir = mkdtempSync(join(tmpdir(), 'segment-forwarder-steps-'))
   const adminToken = randomBytes(16).toString('hex')
-  const devNull = pino.destination({ dest: '/dev/null', sync: false })
+  // As `serve` writes (batched), to /dev/null; and, for comparison, one write per line.
+  const devNull = productionLogStream('/dev/null')
+  const unbatched = pino.destination({ dest: '/dev/null', sync: false })
   const app = await buildApp(loadConfig({
     NODE_ENV: 'production',
     LOG_LEVEL: 'info',
@@ -83,6 +86,10 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
     }
     const redacted = pino({ redact: { paths: redactPaths, censor: '[redacted]' } }, devNull)
     const plain = redacted.child({}, { redact: [] })
+    const plainUnbatched = pino({ redact: { paths: redactPaths, censor: '[redacted]' } }, unbatched).child({}, { redact: [] })
+    // A service writes one line per request, with an event-loop turn in between: a tight loop of
+    // lines would let any destination batch them and hide what a write per line costs.
+    const turn = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
     const { metrics } = app
     const upstream = buildUpstream('track-event', body, build)
     const pool = new Pool(fake.url, { connections: 64, pipelining: 1 })
@@ -109,8 +116,10 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
       metrics.upstreamLatency.observe({ status: '200' }, 0.002)
       metrics.requests.inc({ route: line.route, action: 'track-event', status: '200' })
     })
-    await step('log line, as written (no path redaction)', () => { plain.info(line, 'request completed') })
-    await step('log line, with the logger\'s path redaction', () => { redacted.info(line, 'request completed') })
+    await step('one event-loop turn alone (included in the two rows below)', turn)
+    await step('log line + a turn, as `serve` writes (batched, no path redaction)', async () => { plain.info(line, 'request completed'); await turn() })
+    await step('log line + a turn, one write per line (the unbatched destination)', async () => { plainUnbatched.info(line, 'request completed'); await turn() })
+    await step('log line alone, with the logger\'s path redaction (tight loop)', () => { redacted.info(line, 'request completed') })
     await step('upstream: SegmentClient.send to the fast fake (one at a time)', async () => await app.segment.send({
       baseUrl: fake.url, path: upstream.path, writeKey: BENCH_WRITE_KEY, render: upstream.render
     }), sendCalls)
@@ -123,6 +132,7 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
   } finally {
     await app.close()
     devNull.flushSync()
+    unbatched.flushSync()
     await fake.close()
     rmSync(dataDir, { recursive: true, force: true })
   }

@@ -17,8 +17,8 @@ export const LOG_FLUSH_MS = 100
  * lines. A hard crash (SIGKILL) may lose the lines of the last LOG_FLUSH_MS, which is pino's
  * documented trade-off for asynchronous logging.
  */
-export function productionLogStream (): ReturnType<typeof pino.destination> {
-  return pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MS })
+export function productionLogStream (dest: number | string = 1): ReturnType<typeof pino.destination> {
+  return pino.destination({ dest, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MS })
 }
 
 /** The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. */
