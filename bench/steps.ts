@@ -87,9 +87,12 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
     const redacted = pino({ redact: { paths: redactPaths, censor: '[redacted]' } }, devNull)
     const plain = redacted.child({}, { redact: [] })
     const plainUnbatched = pino({ redact: { paths: redactPaths, censor: '[redacted]' } }, unbatched).child({}, { redact: [] })
-    // A service writes one line per request, with an event-loop turn in between: a tight loop of
-    // lines would let any destination batch them and hide what a write per line costs.
-    const turn = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+    // A service writes one line per request, with other work in between: in a tight loop (or with
+    // only an event-loop turn between lines) a line arrives while the last write is still in the
+    // thread pool, so any destination batches them and hides what a write per line costs. A 1 ms
+    // timer between lines lets each write finish first, as it does between a request's lines.
+    const pause = async (): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, 1)) }
+    const pauseCalls = Math.ceil(calls / 10)
     const { metrics } = app
     const upstream = buildUpstream('track-event', body, build)
     const pool = new Pool(fake.url, { connections: 64, pipelining: 1 })
@@ -116,9 +119,9 @@ export async function steps (childScript: string, calls = 20_000): Promise<StepR
       metrics.upstreamLatency.observe({ status: '200' }, 0.002)
       metrics.requests.inc({ route: line.route, action: 'track-event', status: '200' })
     })
-    await step('one event-loop turn alone (included in the two rows below)', turn)
-    await step('log line + a turn, as `serve` writes (batched, no path redaction)', async () => { plain.info(line, 'request completed'); await turn() })
-    await step('log line + a turn, one write per line (the unbatched destination)', async () => { plainUnbatched.info(line, 'request completed'); await turn() })
+    await step('a 1 ms timer alone (included in the two rows below)', pause, pauseCalls)
+    await step('log line + 1 ms timer, as `serve` writes (batched, no path redaction)', async () => { plain.info(line, 'request completed'); await pause() }, pauseCalls)
+    await step('log line + 1 ms timer, one write per line (the unbatched destination)', async () => { plainUnbatched.info(line, 'request completed'); await pause() }, pauseCalls)
     await step('log line alone, with the logger\'s path redaction (tight loop)', () => { redacted.info(line, 'request completed') })
     await step('upstream: SegmentClient.send to the fast fake (one at a time)', async () => await app.segment.send({
       baseUrl: fake.url, path: upstream.path, writeKey: BENCH_WRITE_KEY, render: upstream.render
