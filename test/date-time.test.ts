@@ -34,6 +34,18 @@ t.test('edges: the same answer as ajv-formats, and the answer RFC 3339 gives', (
     ['2025-03-14T22:59:60Z', false],
     ['2025-03-14T15:59:60-08:00', true],
     ['2025-03-14T23:59:61Z', false],
+    ['2025-03-14T09:26:59.99999999999999Z', true],
+    ['2025-03-14T09:26:59.999999999999999Z', false],
+    ['2025-03-14T23:59:59.999999999999999Z', true],
+    ['2025-03-14T23:59:60.999999999999999Z', false],
+    ['2025-03-14T09:26:59.9999999999999999999999999999+01:00', false],
+    ['2025-03-14T24:59:60+01:00', true],
+    ['2025-07-31T00:00:00Z', true],
+    ['2025-08-31T00:00:00Z', true],
+    ['2025-09-31T00:00:00Z', false],
+    ['2025-06-31T00:00:00Z', false],
+    ['2025-12-31T00:00:00Z', true],
+    ['2025-11-31T00:00:00Z', false],
     ['2025-03-14T09:26:53', false],
     ['2025-03-14T09:26:53+24:00', false],
     ['2025-03-14T09:26:53+01:60', false],
@@ -60,14 +72,18 @@ t.test('edges: the same answer as ajv-formats, and the answer RFC 3339 gives', (
 t.test('generated strings near the format: the same answer as ajv-formats', (t) => {
   const seed = fuzzSeed()
   t.comment(`fuzz seed ${seed}: rerun with FUZZ_SEED=${seed}`)
-  const digits = (n: number): fc.Arbitrary<string> => fc.array(fc.constantFrom('0', '1', '2', '3', '4', '5', '6', '9'), { minLength: n, maxLength: n }).map((d) => d.join(''))
-  const part = fc.oneof(digits(2), digits(1), digits(3), fc.constantFrom('00', '12', '23', '24', '28', '29', '30', '31', '59', '60', '61'))
+  const digits = (n: number): fc.Arbitrary<string> => fc.array(fc.constantFrom('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'), { minLength: n, maxLength: n }).map((d) => d.join(''))
+  const part = fc.oneof(digits(2), digits(1), digits(3), fc.constantFrom('00', '01', '02', '07', '08', '11', '12', '23', '24', '28', '29', '30', '31', '59', '60', '61'))
+  // Long runs of 9s and 0s reach the rounding of the seconds (59.999… → 60) that ajv-formats does.
+  const fraction = fc.oneof(fc.constant(''), fc.constant('.'), digits(1).map((d) => '.' + d), digits(4).map((d) => '.' + d),
+    fc.string({ unit: fc.constantFrom('9', '9', '0'), minLength: 10, maxLength: 30 }).map((d) => '.' + d))
   const near = fc.tuple(
     fc.oneof(digits(4), fc.constantFrom('2000', '1900', '2024', '2025', '0000')),
     fc.constantFrom('-', '-', '/'), part, fc.constantFrom('-', '-', ':'), part,
-    fc.constantFrom('T', 't', ' ', '\t', 'X', 'TT'),
+    // Every character JavaScript's \s matches is a separator for ajv-formats.
+    fc.constantFrom('T', 't', ' ', '\t', '\n', '\u00a0', '\u2028', '\u3000', '\ufeff', '\u200b', 'X', 'TT'),
     part, fc.constantFrom(':', ':', '.'), part, fc.constantFrom(':', ':', ''), part,
-    fc.oneof(fc.constant(''), digits(1).map((d) => '.' + d), digits(4).map((d) => '.' + d), fc.constant('.')),
+    fraction,
     fc.oneof(fc.constantFrom('Z', 'z', '', 'UTC', '+', '-'), fc.tuple(fc.constantFrom('+', '-'), part, fc.constantFrom('', ':', '::'), fc.oneof(fc.constant(''), part)).map((p) => p.join('')))
   ).map((p) => p.join(''))
   fc.assert(fc.property(fc.oneof(near, fc.string({ maxLength: 30 })), (text) => isDateTime(text) === reference.validate(text)), {
