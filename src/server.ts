@@ -7,18 +7,55 @@ import type { Config } from './config.js'
 
 /** Lines are written to stdout once this many bytes (about a dozen request lines) are buffered… */
 export const LOG_BUFFER_BYTES = 4096
-/** …or at this interval, whichever comes first, so a quiet service still shows its lines at once. */
+/** …or at this interval after a line, whichever comes first, so a quiet service still shows its lines at once. */
 export const LOG_FLUSH_MS = 100
+/** How long shutdown waits for a log write already in flight before writing the rest synchronously. */
+const LOG_DRAIN_MS = 1000
+
+type LogStream = ReturnType<typeof pino.destination>
 
 /**
- * stdout, written off the request path and in batches; flushSync() it on shutdown. Without
- * minLength every line is its own write handed to libuv's thread pool and back, about 60 µs of
- * CPU per request on this kind of machine (BENCHMARKS.md); batched, that cost is shared by a dozen
- * lines. A hard crash (SIGKILL) may lose the lines of the last LOG_FLUSH_MS, which is pino's
- * documented trade-off for asynchronous logging.
+ * stdout, written off the request path and in batches; drainLog() it on shutdown. Without
+ * minLength every line is its own write handed to libuv's thread pool and back, which cost about
+ * 60 µs of CPU per request through inject() on this kind of machine (BENCHMARKS.md, round 3);
+ * batched, a dozen lines share that. A crash that skips exit handlers (SIGKILL, V8 out of memory)
+ * loses what is buffered: up to LOG_BUFFER_BYTES, or LOG_FLUSH_MS of lines, more while stdout's
+ * reader is behind. That is pino's documented trade-off for asynchronous logging.
  */
-export function productionLogStream (dest: number | string = 1): ReturnType<typeof pino.destination> {
-  return pino.destination({ dest, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MS })
+export function productionLogStream (dest: number | string = 1): LogStream {
+  const stream = pino.destination({ dest, sync: false, minLength: LOG_BUFFER_BYTES })
+  // Not sonic-boom's periodicFlush: it also writes when nothing is buffered (an empty write every
+  // tick) and keeps rewriting a failed chunk after stdout's reader is gone. This flushes only after
+  // a line was written; pino replaces write() with a no-op on EPIPE, which stops it too.
+  let written = false
+  const write = stream.write.bind(stream)
+  stream.write = (data: string): boolean => {
+    written = true
+    return write(data)
+  }
+  const timer = setInterval(() => {
+    // flush() throws once the stream is destroyed, which comes before its 'close' event.
+    if (!written || (stream as { destroyed?: boolean }).destroyed === true) return
+    written = false
+    stream.flush()
+  }, LOG_FLUSH_MS).unref()
+  stream.once('close', () => { clearInterval(timer) })
+  return stream
+}
+
+/**
+ * Writes out every buffered line. flushSync() alone skips a chunk whose write is still in libuv's
+ * thread pool (or waiting to retry on a full pipe), so wait for that first, for at most LOG_DRAIN_MS.
+ */
+export async function drainLog (stream: LogStream): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    // The callback's error (fsync on a pipe is refused) does not matter: the bytes were written.
+    new Promise<void>((resolve) => { stream.flush(() => { resolve() }) }),
+    new Promise<void>((resolve) => { timer = setTimeout(resolve, LOG_DRAIN_MS) })
+  ])
+  clearTimeout(timer)
+  stream.flushSync()
 }
 
 /** The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. */
@@ -33,7 +70,7 @@ export async function startServer (config: Config): Promise<void> {
     // close() stops accepting, waits for in-flight requests, then runs every plugin's onClose
     // (upstream pools, the store).
     await app.close()
-    logStream.flushSync()
+    await drainLog(logStream)
   })
   await app.listen({ host: config.host, port: config.port })
 }
