@@ -15,8 +15,9 @@ export function startProcess (t: { teardown: (fn: () => unknown) => void }, comm
   const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   let out = ''
   let err = ''
-  child.stdout?.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  child.stderr?.on('data', (chunk: Buffer) => { err += chunk.toString() })
+  // Decoded as streams, so a character split between two chunks stays whole.
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { err += chunk })
   const exited = once(child, 'exit').then(([code]) => code as number | null)
   t.teardown(() => {
     try {
@@ -49,10 +50,16 @@ export async function waitForOk (url: string, proc: RunningProcess, timeoutMs = 
   throw new Error(`${url} not ready: ${String(lastError)}\n${proc.stdout()}\n${proc.stderr()}`)
 }
 
-/** Polls the process's stdout until it contains `text`; throws with its output after `timeoutMs`. */
-export async function waitForStdout (proc: RunningProcess, text: string, timeoutMs = 5000): Promise<void> {
+/** Polls the process's stdout until it contains `text`; throws with its output if it exits first or after `timeoutMs`. */
+export async function waitForStdout (proc: RunningProcess, text: string, timeoutMs = 10_000): Promise<void> {
   const started = Date.now()
   while (!proc.stdout().includes(text)) {
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
+      // Its last output can still be in the pipe when 'exit' comes.
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      if (proc.stdout().includes(text)) return
+      throw new Error(`process exited before "${text}" on stdout\n${proc.stdout()}\n${proc.stderr()}`)
+    }
     if (Date.now() - started > timeoutMs) throw new Error(`no "${text}" on stdout within ${timeoutMs} ms\n${proc.stdout()}\n${proc.stderr()}`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
