@@ -172,11 +172,6 @@ export class ConnectionService {
     if (!await this.#store.deleteConnection(workspaceId, id)) throw notFound()
   }
 
-  /** Reads the row on every call, so a rotation is used by the very next action on every replica. */
-  async resolve (workspaceId: string, id: string): Promise<ResolvedConnection> {
-    return this.ready(await this.#store.getConnection(workspaceId, id))
-  }
-
   /**
    * A connection row read for this request (by the store's findTokenWithConnection, say) made
    * ready to send; 404 when there was none. The endpoint is checked against today's allowlist.

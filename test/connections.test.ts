@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, createConnection, createWorkspace } from './helper.js'
+import { build, createConnection, createWorkspace, resolveConnection } from './helper.js'
 import { setTimeout } from 'node:timers/promises'
 import { ConnectionService, PASSWORD_WARNING } from '../src/connections.js'
 
@@ -28,7 +28,7 @@ t.test('create, list, get, patch, rotate, delete', async (t) => {
   const rotated = await app.inject({ method: 'PUT', url: `/v1/connections/${connection.id}/write-key`, headers: ws.auth, payload: { writeKey: 'wk_live_new_key_0000abcd' } })
   t.equal(rotated.statusCode, 200)
   t.equal(rotated.json().writeKeyHint, '…abcd')
-  const resolved = await app.connections.resolve(ws.id, connection.id)
+  const resolved = await resolveConnection(app, ws.id, connection.id)
   t.equal(resolved.writeKey, 'wk_live_new_key_0000abcd', 'the new key is what the next action uses')
   t.equal(resolved.baseUrl, 'https://events.eu1.segmentapis.com', 'EU connections go to the EU base URL')
 
@@ -80,7 +80,7 @@ t.test('endpoint only from the operator allowlist, normalised', async (t) => {
   const ok = await app.inject({ method: 'POST', url: '/v1/connections', headers: ws.auth, payload: { name: 'A', writeKey: WRITE_KEY, endpoint: 'HTTPS://Proxy.Example.com:443/' } })
   t.equal(ok.statusCode, 201)
   t.equal(ok.json().endpoint, 'https://proxy.example.com')
-  const resolved = await app.connections.resolve(ws.id, ok.json().id)
+  const resolved = await resolveConnection(app, ws.id, ok.json().id)
   t.equal(resolved.baseUrl, 'https://proxy.example.com')
 
   for (const endpoint of [
@@ -97,7 +97,7 @@ t.test('endpoint only from the operator allowlist, normalised', async (t) => {
   const removed = await app.inject({ method: 'PATCH', url: `/v1/connections/${ok.json().id}`, headers: ws.auth, payload: { endpoint: null } })
   t.equal(removed.statusCode, 200)
   t.notOk('endpoint' in removed.json())
-  t.equal((await app.connections.resolve(ws.id, ok.json().id)).baseUrl, 'https://api.segment.io')
+  t.equal((await resolveConnection(app, ws.id, ok.json().id)).baseUrl, 'https://api.segment.io')
 })
 
 t.test('an endpoint the operator later removes from the allowlist receives nothing', async (t) => {
@@ -109,7 +109,7 @@ t.test('an endpoint the operator later removes from the allowlist receives nothi
   const { loadConfig } = await import('../src/config.js')
   const second = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${first.dbPath}`, LOG_LEVEL: 'silent' }))
   t.teardown(async () => { await second.close() })
-  await t.rejects(second.connections.resolve(ws.id, connection.id), { code: 'endpoint_not_allowed' })
+  await t.rejects(resolveConnection(second, ws.id, connection.id), { code: 'endpoint_not_allowed' })
 })
 
 t.test('tenant isolation: another workspace\'s connection is a plain 404 on every route', async (t) => {
@@ -134,7 +134,7 @@ t.test('tenant isolation: another workspace\'s connection is a plain 404 on ever
   t.same(listB.json(), { connections: [] })
   const still = await app.inject({ method: 'GET', url: `/v1/connections/${mine.id}`, headers: a.auth })
   t.same(still.json(), mine, 'nothing changed for the owner')
-  t.equal((await app.connections.resolve(a.id, mine.id)).writeKey, 'wk_test_0123456789abcdef')
+  t.equal((await resolveConnection(app, a.id, mine.id)).writeKey, 'wk_test_0123456789abcdef')
 })
 
 t.test('an opened Write Key is reused only for the very same sealed bytes of the very same row', async (t) => {
@@ -142,18 +142,18 @@ t.test('an opened Write Key is reused only for the very same sealed bytes of the
   const ws = await createWorkspace(app)
   const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
   const b = await createConnection(app, ws, { writeKey: 'wk_live_bbbb_0000000002' })
-  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
-  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again from memory')
+  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
+  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again from memory')
 
   const rotated = await app.inject({ method: 'PUT', url: `/v1/connections/${a.id}/write-key`, headers: ws.auth, payload: { writeKey: 'wk_live_aaaa_rotated0003' } })
   t.equal(rotated.statusCode, 200)
-  t.equal((await app.connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_rotated0003', 'a rotation is used by the next call')
+  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_rotated0003', 'a rotation is used by the next call')
 
   // A's current ciphertext, opened a moment ago, copied into B's row: its associated data names A,
   // so it must fail to open for B rather than come back from memory.
   const aRecord = (await app.store.getConnection(ws.id, a.id))!
   await app.store.replaceWriteKey(ws.id, b.id, aRecord.secret, '…copy', new Date().toISOString())
-  await t.rejects(app.connections.resolve(ws.id, b.id), { name: 'DecryptError' })
+  await t.rejects(resolveConnection(app, ws.id, b.id), { name: 'DecryptError' })
 })
 
 t.test('an opened Write Key leaves memory once its time is up, without being looked up again', async (t) => {
@@ -161,7 +161,7 @@ t.test('an opened Write Key leaves memory once its time is up, without being loo
   const ws = await createWorkspace(app)
   const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
   const connections = new ConnectionService(app.store, app.keyRing, config.segment, { openedKeyTtlMs: 50 })
-  t.equal((await connections.resolve(ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
+  t.equal((await resolveConnection(app, ws.id, a.id, connections)).writeKey, 'wk_live_aaaa_0000000001')
   t.equal(connections.openedKeys, 1, 'kept after opening')
   await setTimeout(300)
   t.equal(connections.openedKeys, 0, 'gone after its time')

@@ -8,7 +8,7 @@ import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { startFakeSegment } from './fake-segment.js'
-import { ADMIN_TOKEN, adminAuth, createWorkspace, logCapture } from './helper.js'
+import { ADMIN_TOKEN, adminAuth, createWorkspace, logCapture, resolveConnection } from './helper.js'
 import { basicAuth } from './support/actions.js'
 import { freePort } from './support/free-port.js'
 import { signalGroup, startProcess, waitForOk, type RunningProcess } from './support/process.js'
@@ -46,7 +46,7 @@ async function readAllKeys (dbPath: string, keys: string, workspaceId: string, i
     const out = new Map<string, string | Error>()
     for (const id of ids) {
       try {
-        out.set(id, (await app.connections.resolve(workspaceId, id)).writeKey)
+        out.set(id, (await resolveConnection(app, workspaceId, id)).writeKey)
       } catch (error) {
         out.set(id, error as Error)
       }

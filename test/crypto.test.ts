@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import Database from 'better-sqlite3'
 import { connectionAad, DecryptError, KeyRing } from '../src/store/crypto.js'
-import { build, createConnection, createWorkspace } from './helper.js'
+import { build, createConnection, createWorkspace, resolveConnection } from './helper.js'
 
 const ring = new KeyRing([{ kid: 'k1', key: randomBytes(32) }])
 const aad = connectionAad('ws_a', 'con_a')
@@ -44,8 +44,8 @@ t.test('a ciphertext moved into another connection\'s row fails to decrypt', asy
   db.prepare('UPDATE connections SET write_key_sealed = (SELECT write_key_sealed FROM connections WHERE id = ?), key_id = (SELECT key_id FROM connections WHERE id = ?) WHERE id = ?')
     .run(victim.id, victim.id, mover.id)
   db.close()
-  await t.rejects(app.connections.resolve(ws.id, mover.id), DecryptError)
-  t.equal((await app.connections.resolve(ws.id, victim.id)).writeKey, 'victim-key-aaaaaaaaaaaa')
+  await t.rejects(resolveConnection(app, ws.id, mover.id), DecryptError)
+  t.equal((await resolveConnection(app, ws.id, victim.id)).writeKey, 'victim-key-aaaaaaaaaaaa')
 })
 
 t.test('rotate ENCRYPTION_KEYS to new,old, rewrap, drop old: every connection readable', async (t) => {
@@ -73,7 +73,7 @@ t.test('rotate ENCRYPTION_KEYS to new,old, rewrap, drop old: every connection re
   const onlyNew = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${first.dbPath}`, ENCRYPTION_KEYS: newKey, LOG_LEVEL: 'silent' }))
   t.teardown(async () => { await onlyNew.close() })
   for (const [i, id] of ids.entries()) {
-    t.equal((await onlyNew.connections.resolve(ws.id, id)).writeKey, keys[i])
+    t.equal((await resolveConnection(onlyNew, ws.id, id)).writeKey, keys[i])
   }
   const ready = await onlyNew.inject({ method: 'GET', url: '/readyz' })
   t.equal(ready.statusCode, 200, 'the canary was rewrapped too')

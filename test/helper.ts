@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, type AppDeps } from '../src/app.js'
 import { loadConfig, type Config } from '../src/config.js'
+import type { ConnectionService, ResolvedConnection } from '../src/connections.js'
 
 export const ADMIN_TOKEN = 'admin-test-token-4f9c2e7a1b'
 export const adminAuth = { authorization: `Bearer ${ADMIN_TOKEN}` }
@@ -77,4 +78,9 @@ export async function createConnection (app: FastifyInstance, workspace: TestWor
   })
   if (response.statusCode !== 201) throw new Error(`connection create failed: ${response.statusCode} ${response.body}`)
   return response.json()
+}
+
+/** A connection as an action resolves it: the row read now, its Write Key opened, its endpoint checked. */
+export async function resolveConnection (app: FastifyInstance, workspaceId: string, id: string, connections: ConnectionService = app.connections): Promise<ResolvedConnection> {
+  return connections.ready(await app.store.getConnection(workspaceId, id))
 }

@@ -3,7 +3,7 @@
 // reaches Segment, and the owner's connections, keys and tokens are untouched.
 import t from 'tap'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { adminAuth, createConnection, createWorkspace, type TestWorkspace } from './helper.js'
+import { adminAuth, createConnection, createWorkspace, resolveConnection, type TestWorkspace } from './helper.js'
 import { setupActions, WRITE_KEY } from './support/actions.js'
 import { STEADY_ENV } from './support/break.js'
 import { hashToken } from '../src/tokens.js'
@@ -53,7 +53,7 @@ async function snapshot (app: FastifyInstance, workspace: TestWorkspace, ids: st
   const list = await app.inject({ method: 'GET', url: '/v1/connections', headers: workspace.auth })
   const each = await Promise.all(ids.map(async (id) => (await app.inject({ method: 'GET', url: `/v1/connections/${id}`, headers: workspace.auth })).json()))
   const keys = await Promise.all(ids.map(async (id) => {
-    const resolved = await app.connections.resolve(workspace.id, id)
+    const resolved = await resolveConnection(app, workspace.id, id)
     return { writeKey: resolved.writeKey, baseUrl: resolved.baseUrl }
   }))
   return { list: list.json(), each, keys }
