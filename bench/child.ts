@@ -4,6 +4,7 @@
 // so the service and the baseline are started, measured and stopped the same way.
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
+import { GCProfiler, getHeapStatistics } from 'node:v8'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
@@ -28,6 +29,8 @@ export interface MemoryReport {
   peakRss: number
   /** CPU time (user + system, all threads) since the process started, in microseconds. */
   cpuMicros: number
+  /** Bytes allocated on the JS heap since the process started (see allocatedBytes). */
+  allocatedBytes: number
 }
 
 export interface Done {
@@ -71,6 +74,22 @@ async function startFake (): Promise<{ ready: Ready, close: () => Promise<void> 
   return { ready: { type: 'ready', url: fake.url, token: '', connectionId: '' }, close: fake.close }
 }
 
+// Bytes allocated on the JS heap: what every collection freed (GCProfiler reports each one's heap
+// before and after) plus what is in use now over what was in use at start. Unlike CPU time, this
+// hardly moves with what else the machine runs. The profiler is restarted at each reading.
+let freedByGc = 0
+let gcProfiler = new GCProfiler()
+gcProfiler.start()
+const usedAtStart = getHeapStatistics().used_heap_size
+function allocatedBytes (): number {
+  for (const gc of gcProfiler.stop().statistics) {
+    freedByGc += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize
+  }
+  gcProfiler = new GCProfiler()
+  gcProfiler.start()
+  return freedByGc + getHeapStatistics().used_heap_size - usedAtStart
+}
+
 function memory (gc: boolean): MemoryReport {
   if (gc) {
     // Twice: the first pass can leave objects that only become unreachable after finalisers run.
@@ -79,7 +98,7 @@ function memory (gc: boolean): MemoryReport {
   }
   const { rss, heapUsed, heapTotal } = process.memoryUsage()
   const usage = process.resourceUsage()
-  return { type: 'memory', rss, heapUsed, heapTotal, peakRss: usage.maxRSS * 1024, cpuMicros: usage.userCPUTime + usage.systemCPUTime }
+  return { type: 'memory', rss, heapUsed, heapTotal, peakRss: usage.maxRSS * 1024, cpuMicros: usage.userCPUTime + usage.systemCPUTime, allocatedBytes: allocatedBytes() }
 }
 
 // A CPU profile of a window chosen by the harness (after warm-up), unlike --cpu-prof, which would

@@ -115,6 +115,8 @@ interface Measurement extends LoadResult {
   peakRss: number
   /** CPU time of the process under test per 2xx answer, in microseconds. */
   cpuPerRequest: number
+  /** JS heap bytes allocated by the process under test per 2xx answer. */
+  allocatedPerRequest: number
 }
 interface ScenarioRun {
   scenario: string
@@ -130,7 +132,12 @@ async function measure (role: 'service' | 'baseline', scenario: Scenario): Promi
     const before = await target.memory(false)
     const result = await load({ url: target.url, requests, connections: settings.connections, duration: settings.duration })
     const after = await target.memory(false)
-    return { ...result, peakRss: after.peakRss, cpuPerRequest: (after.cpuMicros - before.cpuMicros) / result.requests }
+    return {
+      ...result,
+      peakRss: after.peakRss,
+      cpuPerRequest: (after.cpuMicros - before.cpuMicros) / result.requests,
+      allocatedPerRequest: (after.allocatedBytes - before.allocatedBytes) / result.requests
+    }
   } finally {
     await target.close()
   }
@@ -226,14 +233,15 @@ const summary = (run: ScenarioRun, role: 'service' | 'baseline') => ({
   p50: med(run, role, (m) => m.p50),
   p99: med(run, role, (m) => m.p99),
   peakRssMiB: mib(med(run, role, (m) => m.peakRss)),
-  cpuPerRequest: med(run, role, (m) => m.cpuPerRequest)
+  cpuPerRequest: med(run, role, (m) => m.cpuPerRequest),
+  allocatedKiBPerRequest: med(run, role, (m) => m.allocatedPerRequest) / 1024
 })
 const table = runs.map((run) => ({
   scenario: run.scenario,
   description: run.description,
   service: summary(run, 'service'),
   baseline: summary(run, 'baseline'),
-  ratio: { rps: ratio(run, (m) => m.rps), p50: ratio(run, (m) => m.p50), p99: ratio(run, (m) => m.p99), peakRss: ratio(run, (m) => m.peakRss), cpuPerRequest: ratio(run, (m) => m.cpuPerRequest) },
+  ratio: { rps: ratio(run, (m) => m.rps), p50: ratio(run, (m) => m.p50), p99: ratio(run, (m) => m.p99), peakRss: ratio(run, (m) => m.peakRss), cpuPerRequest: ratio(run, (m) => m.cpuPerRequest), allocatedPerRequest: ratio(run, (m) => m.allocatedPerRequest) },
   failures: run.rounds.reduce((n, r) => n + r.service.non2xx + r.service.errors + r.baseline.non2xx + r.baseline.errors, 0)
 }))
 
@@ -255,13 +263,14 @@ lines.push(`segment-forwarder bench — ${startedAt.toISOString()}`)
 lines.push(`${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}; load average ${machine.loadBefore.join(' ')} → ${machine.loadAfter.join(' ')}`)
 lines.push(`${settings.rounds} rounds × (${settings.warmup} s warm-up + ${settings.duration} s), ${settings.connections} connections, no pipelining; ratios are service / baseline, median over rounds`)
 lines.push('')
-lines.push('| scenario | req/s service | req/s baseline | ratio | p50 ms service / baseline | ratio | p99 ms service / baseline | ratio | peak RSS MiB service / baseline | ratio | CPU µs/req service / baseline | ratio |')
-lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+lines.push('| scenario | req/s service | req/s baseline | ratio | p50 ms service / baseline | ratio | p99 ms service / baseline | ratio | peak RSS MiB service / baseline | ratio | CPU µs/req service / baseline | ratio | heap allocated KiB/req service / baseline | ratio |')
+lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
 for (const t of table) {
   lines.push(`| ${t.description}${t.failures > 0 ? ` (${t.failures} failed)` : ''} | ${f(t.service.rps)} | ${f(t.baseline.rps)} | **${f(t.ratio.rps, 2)}** | ` +
     `${f(t.service.p50, 2)} / ${f(t.baseline.p50, 2)} | ${f(t.ratio.p50, 2)} | ${f(t.service.p99, 2)} / ${f(t.baseline.p99, 2)} | **${f(t.ratio.p99, 2)}** | ` +
     `${f(t.service.peakRssMiB)} / ${f(t.baseline.peakRssMiB)} | ${f(t.ratio.peakRss, 2)} | ` +
-    `${f(t.service.cpuPerRequest)} / ${f(t.baseline.cpuPerRequest)} | ${f(t.ratio.cpuPerRequest, 2)} |`)
+    `${f(t.service.cpuPerRequest)} / ${f(t.baseline.cpuPerRequest)} | ${f(t.ratio.cpuPerRequest, 2)} | ` +
+    `${f(t.service.allocatedKiBPerRequest, 1)} / ${f(t.baseline.allocatedKiBPerRequest, 1)} | ${f(t.ratio.allocatedPerRequest, 2)} |`)
 }
 if (floor !== undefined) {
   lines.push('')
