@@ -41,7 +41,7 @@ export class DeferredChildLogger implements FastifyBaseLogger {
   info (...args: unknown[]): void { this.#log('info', args) }
   debug (...args: unknown[]): void { this.#log('debug', args) }
   trace (...args: unknown[]): void { this.#log('trace', args) }
-  silent (): void {}
+  silent (..._args: unknown[]): void {}
 
   child (bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
     return this.#logger().child(bindings, options)

@@ -59,7 +59,7 @@ export default fp(async (app) => {
 
   app.addHook('onResponse', (request, reply, done) => {
     metrics.requests.inc({
-      route: request.routeOptions.url ?? 'unmatched',
+      route: request.logFields.route,
       action: request.logFields.action ?? '',
       status: String(reply.statusCode)
     })

@@ -2,6 +2,8 @@ import fp from 'fastify-plugin'
 
 /** What the one log line of a request says beyond method, route, status and duration. */
 export interface RequestLogFields {
+  /** The route's pattern, or 'unmatched'; read once, as Fastify builds request.routeOptions anew on each read. */
+  route: string
   connectionId?: string
   action?: string
   events?: number
@@ -28,7 +30,7 @@ export default fp(async (app) => {
   app.decorateRequest('logFields', null as unknown as RequestLogFields)
   // Both hooks are synchronous, in callback style: no promise per request for either.
   app.addHook('onRequest', (request, reply, done) => {
-    request.logFields = {}
+    request.logFields = { route: request.routeOptions.url ?? 'unmatched' }
     // Set first, so every answer carries it, errors included.
     reply.header('x-request-id', request.id)
     done()
@@ -41,7 +43,7 @@ export default fp(async (app) => {
     lines[level]({
       reqId: request.id,
       method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
+      route: fields.route,
       statusCode,
       workspaceId: request.workspaceId === '' ? undefined : request.workspaceId,
       connectionId: fields.connectionId,

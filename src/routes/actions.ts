@@ -35,12 +35,6 @@ const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload
 
 /** One route per action, each with its own schema; the handler is the same pipeline for all. */
 const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  app.addHook('onRequest', async (request) => {
-    // Named in the log line and metrics even when authentication or validation refuses the request.
-    request.logFields.action = (request.routeOptions.config as { action?: string }).action
-    request.logFields.connectionId = (request.params as { connectionId?: string }).connectionId
-    await app.authenticateConnection(request)
-  })
   // Refuse oversized requests while they stream in. JSON sent by callers may be pretty-printed, so
   // allow headroom over the upstream limits, which build.ts enforces byte-exactly.
   const eventBodyLimit = Math.max(64 * 1024, config.segment.maxEventBytes * 4)
@@ -51,7 +45,12 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
     const batch = name === 'batch-send'
     app.post(`/v1/connections/:connectionId/actions/${name}`, {
       bodyLimit: batch ? batchBodyLimit : eventBodyLimit,
-      config: { action: name },
+      onRequest: async (request) => {
+        // Named in the log line and metrics even when authentication or validation refuses the request.
+        request.logFields.action = name
+        request.logFields.connectionId = request.params.connectionId
+        await app.authenticateConnection(request)
+      },
       schema: {
         tags: ['actions'],
         summary: action.summary,
