@@ -1,14 +1,13 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Bindings, ChildLoggerOptions } from 'pino'
-
-type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+import type { Bindings, ChildLoggerOptions, Level } from 'pino'
 
 /**
  * `request.log`, made on its first use. Fastify gives every request `logger.child({ reqId })`, and
  * with the logger's wildcard redaction paths pino runs every path over each binding: about 3 µs
- * and 3.5 KB per request. A request that goes well never logs through `request.log` (its one line
- * comes from request-log.ts), so the child is made only when an error or a warning is logged, with
- * the same bindings and options: those lines still carry the reqId and the same redaction.
+ * and 3.1 KiB per request (BENCHMARKS.md, round 4). A request that goes well never logs through
+ * `request.log` (its one line comes from request-log.ts), so the child is made only when an error
+ * or a warning is logged, with the same bindings and options: those lines still carry the reqId
+ * and the same redaction.
  */
 export class DeferredChildLogger implements FastifyBaseLogger {
   readonly #parent: FastifyBaseLogger
