@@ -2,14 +2,15 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
-import { CONNECTION_COLUMNS as CONNECTION_COLUMN_LIST, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
+import { CONNECTION_COLUMNS, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS "createdAt"'
-const CONNECTION_COLUMNS = CONNECTION_COLUMN_LIST.join(', ')
+// The column list of SELECT, INSERT and RETURNING on `connections`.
+const CONNECTION_COLUMN_LIST = CONNECTION_COLUMNS.join(', ')
 // Built once: pg compares a named statement's text with the one it prepared on every call.
 const TOKEN_WITH_CONNECTION_SQL = tokenWithConnectionSql('$1', '$2')
 // Every replica uses this key, so only one of them migrates at a time.
@@ -219,7 +220,7 @@ export class PostgresStore implements Store {
 
   async createConnection (c: ConnectionRecord): Promise<void> {
     await this.#query({
-      text: `INSERT INTO connections (${CONNECTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      text: `INSERT INTO connections (${CONNECTION_COLUMN_LIST}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
       values: [c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt]
     })
   }
@@ -227,7 +228,7 @@ export class PostgresStore implements Store {
   async listConnections (workspaceId: string): Promise<ConnectionRecord[]> {
     const result = await this.#query<ConnectionRow>({
       name: 'list-connections',
-      text: `SELECT ${CONNECTION_COLUMNS} FROM connections WHERE workspace_id = $1 ORDER BY created_at COLLATE "C", id COLLATE "C"`,
+      text: `SELECT ${CONNECTION_COLUMN_LIST} FROM connections WHERE workspace_id = $1 ORDER BY created_at COLLATE "C", id COLLATE "C"`,
       values: [workspaceId]
     })
     return result.rows.map(toConnection)
@@ -237,7 +238,7 @@ export class PostgresStore implements Store {
     if (impossibleId(id)) return undefined
     const result = await this.#query<ConnectionRow>({
       name: 'get-connection',
-      text: `SELECT ${CONNECTION_COLUMNS} FROM connections WHERE id = $1 AND workspace_id = $2`,
+      text: `SELECT ${CONNECTION_COLUMN_LIST} FROM connections WHERE id = $1 AND workspace_id = $2`,
       values: [id, workspaceId]
     })
     const row = result.rows[0]
@@ -252,7 +253,7 @@ export class PostgresStore implements Store {
           region = coalesce($4, region),
           endpoint = CASE WHEN $5::boolean THEN $6 ELSE endpoint END,
           updated_at = $7
-        WHERE id = $1 AND workspace_id = $2 RETURNING ${CONNECTION_COLUMNS}`,
+        WHERE id = $1 AND workspace_id = $2 RETURNING ${CONNECTION_COLUMN_LIST}`,
       values: [id, workspaceId, patch.name ?? null, patch.region ?? null, patch.endpoint !== undefined, patch.endpoint ?? null, updatedAt]
     })
     const row = result.rows[0]
@@ -263,7 +264,7 @@ export class PostgresStore implements Store {
     if (impossibleId(id)) return undefined
     const result = await this.#query<ConnectionRow>({
       text: `UPDATE connections SET key_id = $1, write_key_sealed = $2, write_key_hint = $3, updated_at = $4
-        WHERE id = $5 AND workspace_id = $6 RETURNING ${CONNECTION_COLUMNS}`,
+        WHERE id = $5 AND workspace_id = $6 RETURNING ${CONNECTION_COLUMN_LIST}`,
       values: [secret.kid, secret.sealed, writeKeyHint, updatedAt, id, workspaceId]
     })
     const row = result.rows[0]
