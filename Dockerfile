@@ -2,7 +2,7 @@
 # segment-forwarder: build with the toolchain, run without it.
 #   docker build -t segment-forwarder .
 #   docker run -p 3000:3000 -v sf-data:/data -e ADMIN_TOKEN=... segment-forwarder
-# test/docker.test.ts replays these steps (npm ci, build, prune, start as CMD, HEALTHCHECK) on a
+# test/docker.test.ts replays these steps (npm ci, build, prune, ENTRYPOINT and CMD, HEALTHCHECK) on a
 # machine without a container engine; keep the two in step.
 
 # One LTS line for both stages, so the native addon is built for the Node that loads it.

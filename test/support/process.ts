@@ -9,10 +9,20 @@ export interface RunningProcess {
   exited: Promise<number | null>
 }
 
+/**
+ * The environment with tap's coverage recording switched off. A child that loads src/ through its
+ * own tsx gets other generated code than tap's loader made for the same files, and merged into one
+ * report the two collapse each such file into a single "covered" line. So children are not measured
+ * (tap's process tracking, which re-adds its own variables to every spawn, honours this one).
+ */
+export function withoutCoverage (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, _TAPJS_PROCESSINFO_COVERAGE_: '0' }
+}
+
 /** Spawns a process and collects its output; killed at teardown if still running. */
 export function startProcess (t: { teardown: (fn: () => unknown) => void }, command: string, args: string[], options: { cwd?: string, env: NodeJS.ProcessEnv }): RunningProcess {
   // Its own process group, so a wrapper (npm) and the service it starts can be signalled together.
-  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const child = spawn(command, args, { cwd: options.cwd, env: withoutCoverage(options.env), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   let out = ''
   let err = ''
   // Decoded as streams, so a character split between two chunks stays whole.
