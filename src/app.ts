@@ -72,6 +72,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   // and callers would get a misleading 400 instead of 415.
   app.removeContentTypeParser('text/plain')
 
+  for (const warning of config.warnings) app.log.warn(warning)
+
   // Above keepAliveTimeout, as Node requires for headers on a reused socket.
   app.server.headersTimeout = 75_000
 

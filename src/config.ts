@@ -60,6 +60,23 @@ export interface Config {
   rateLimit: { max: number, windowMs: number }
   pressure: { maxEventLoopDelayMs: number, maxHeapUsedBytes: number, maxRssBytes: number }
   shutdownGraceMs: number
+  /** Settings that work but are probably a mistake; logged at start. */
+  warnings: string[]
+}
+
+/** ADMIN_TOKEN guards every workspace: at least this long (24 random bytes in base64url are 32). */
+export const ADMIN_TOKEN_MIN_LENGTH = 32
+
+// Variables whose value may hold a secret (a password in a URL, keys, tokens): errors never print it.
+const secretVariables = new Set(['DATABASE_URL', 'ENCRYPTION_KEYS', 'ADMIN_TOKEN'])
+
+/** A value as it may appear in an error message: secrets and URLs with credentials never do. */
+function shown (variable: string, value: unknown): string {
+  if (secretVariables.has(variable)) return 'the value is not shown: it may hold a secret'
+  const text = String(value)
+  // Anything that could be userinfo (user:password@) stays out, parseable as a URL or not.
+  if (text.includes('@')) return 'the value is not shown: it may hold credentials'
+  return `got "${text}"`
 }
 
 export class ConfigError extends Error {
@@ -96,12 +113,12 @@ export function parseBaseUrl (value: string, variable: string): string {
   try {
     url = new URL(value)
   } catch {
-    throw new ConfigError(variable, `"${value}" is not an absolute URL`)
+    throw new ConfigError(variable, `is not an absolute URL (${shown(variable, value)})`)
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(variable, `"${value}" must use http or https`)
-  if (url.username !== '' || url.password !== '') throw new ConfigError(variable, `"${value}" must not carry credentials`)
+  if (url.username !== '' || url.password !== '') throw new ConfigError(variable, 'must not carry credentials (the value is not shown)')
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(variable, `must use http or https (${shown(variable, value)})`)
   if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
-    throw new ConfigError(variable, `"${value}" must be a base URL with no path, query or fragment`)
+    throw new ConfigError(variable, `must be a base URL with no path, query or fragment (${shown(variable, value)})`)
   }
   return url.origin
 }
@@ -110,7 +127,7 @@ function integer (env: Env, name: keyof Env): number {
   const property = EnvSchema.properties[name] as unknown as { minimum: number, maximum: number }
   const value = Number(env[name])
   if (!Number.isSafeInteger(value) || value < property.minimum || value > property.maximum) {
-    throw new ConfigError(name, `must be an integer from ${property.minimum} to ${property.maximum} (got "${String(env[name])}")`)
+    throw new ConfigError(name, `must be an integer from ${property.minimum} to ${property.maximum} (${shown(name, env[name])})`)
   }
   return value
 }
@@ -127,7 +144,7 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
   const first = Value.Errors(EnvSchema, env).First()
   if (first !== undefined) {
     const name = first.path.slice(1)
-    throw new ConfigError(name, `${first.message} (got "${String(raw[name])}")`)
+    throw new ConfigError(name, `${first.message} (${shown(name, raw[name])})`)
   }
 
   const databaseUrl = env.DATABASE_URL
@@ -140,9 +157,20 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
     throw new ConfigError('ENCRYPTION_KEYS', 'must be set when DATABASE_URL is PostgreSQL: replicas must share one key ring, so none may generate its own')
   }
 
+  if (env.ADMIN_TOKEN !== undefined && env.ADMIN_TOKEN.length < ADMIN_TOKEN_MIN_LENGTH) {
+    throw new ConfigError('ADMIN_TOKEN', `must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters (it is ${env.ADMIN_TOKEN.length}); make one with: node -e "console.log(require('crypto').randomBytes(24).toString('base64url'))"`)
+  }
+
   const maxEventBytes = integer(env, 'SEGMENT_MAX_EVENT_BYTES')
   const maxBatchBytes = integer(env, 'SEGMENT_MAX_BATCH_BYTES')
   if (maxBatchBytes < maxEventBytes) throw new ConfigError('SEGMENT_MAX_BATCH_BYTES', 'must not be smaller than SEGMENT_MAX_EVENT_BYTES')
+
+  const warnings: string[] = []
+  const shutdownGraceMs = integer(env, 'SHUTDOWN_GRACE_MS')
+  const deadlineMs = integer(env, 'SEGMENT_DEADLINE_MS')
+  if (shutdownGraceMs < deadlineMs) {
+    warnings.push(`SHUTDOWN_GRACE_MS (${shutdownGraceMs}) is below SEGMENT_DEADLINE_MS (${deadlineMs}): on SIGTERM, a forward still waiting on Segment can be cut off before its deadline, and its caller gets no answer`)
+  }
 
   return {
     host: env.HOST,
@@ -160,7 +188,7 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
         .map((s) => parseBaseUrl(s, 'SEGMENT_ALLOWED_ENDPOINTS')),
       maxAttempts: integer(env, 'SEGMENT_MAX_ATTEMPTS'),
       attemptTimeoutMs: integer(env, 'SEGMENT_ATTEMPT_TIMEOUT_MS'),
-      deadlineMs: integer(env, 'SEGMENT_DEADLINE_MS'),
+      deadlineMs,
       maxEventBytes,
       maxBatchBytes
     },
@@ -170,6 +198,7 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
       maxHeapUsedBytes: integer(env, 'PRESSURE_MAX_HEAP_BYTES'),
       maxRssBytes: integer(env, 'PRESSURE_MAX_RSS_BYTES')
     },
-    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS')
+    shutdownGraceMs,
+    warnings
   }
 }

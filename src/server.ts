@@ -58,11 +58,23 @@ export async function drainLog (stream: LogStream): Promise<void> {
   stream.flushSync()
 }
 
-/** The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. */
+/**
+ * The process side of `serve`: build, listen, and shut down gracefully on SIGTERM/SIGINT. The
+ * shutdown handler is installed only once listening succeeded, so a failed start (port in use)
+ * rejects, and the command exits non-zero, instead of being taken for a shutdown.
+ */
 export async function startServer (config: Config): Promise<void> {
   const logStream = productionLogStream()
   const app = await buildApp(config, { logStream })
   const drain = drainKeepAlive(app)
+  try {
+    await app.listen({ host: config.host, port: config.port })
+  } catch (error) {
+    app.log.fatal({ err: error }, 'could not start listening')
+    await app.close()
+    await drainLog(logStream)
+    throw error
+  }
   closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down: draining in-flight requests')
@@ -72,7 +84,6 @@ export async function startServer (config: Config): Promise<void> {
     await app.close()
     await drainLog(logStream)
   })
-  await app.listen({ host: config.host, port: config.port })
 }
 
 /**

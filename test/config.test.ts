@@ -31,7 +31,7 @@ t.test('every variable is read', async (t) => {
     LOG_LEVEL: 'warn',
     DATABASE_URL: 'postgres://u@db:5432/sf',
     ENCRYPTION_KEYS: `new:${key(1)},old:${key(2)}`,
-    ADMIN_TOKEN: 'adm',
+    ADMIN_TOKEN: 'adm-0123456789abcdefghijklmnopqrstuv',
     SEGMENT_API_URL: 'http://127.0.0.1:4000/',
     SEGMENT_EU_API_URL: 'http://127.0.0.1:4001',
     SEGMENT_ALLOWED_ENDPOINTS: 'https://a.example.com, https://b.example.com',
@@ -74,4 +74,45 @@ t.test('key ring parsing', async (t) => {
   t.same(parseEncryptionKeys(` a:${key(3)} , b:${key(4)} `).map((k) => k.kid), ['a', 'b'])
   t.throws(() => parseEncryptionKeys(''), ConfigError)
   t.throws(() => parseEncryptionKeys(`a:${key(3)}x`), ConfigError)
+})
+
+t.test('ADMIN_TOKEN must be at least 32 characters', async (t) => {
+  t.throws(() => loadConfig({ ADMIN_TOKEN: 'short-but-not-empty-admin-token' }), { name: 'ConfigError', variable: 'ADMIN_TOKEN', message: /at least 32 characters \(it is 31\)/ })
+  t.equal(loadConfig({ ADMIN_TOKEN: 'a'.repeat(32) }).adminToken, 'a'.repeat(32))
+  t.equal(loadConfig({ ADMIN_TOKEN: '' }).adminToken, undefined, 'empty is unset: admin routes off')
+})
+
+t.test('configuration errors name the variable, never a secret value', async (t) => {
+  const secret = 'hunter2-s3cret'
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ DATABASE_URL: `mysql://admin:${secret}@db/x` }, 'DATABASE_URL'],
+    [{ DATABASE_URL: `${secret}` }, 'DATABASE_URL'],
+    [{ ENCRYPTION_KEYS: `k:${secret}` }, 'ENCRYPTION_KEYS'],
+    [{ ADMIN_TOKEN: secret }, 'ADMIN_TOKEN'],
+    [{ SEGMENT_API_URL: `https://user:${secret}@proxy.example.com` }, 'SEGMENT_API_URL'],
+    [{ SEGMENT_EU_API_URL: `ftp://user:${secret}@proxy.example.com` }, 'SEGMENT_EU_API_URL'],
+    [{ SEGMENT_EU_API_URL: `https://user:${secret}@proxy.example.com/v1` }, 'SEGMENT_EU_API_URL'],
+    [{ SEGMENT_ALLOWED_ENDPOINTS: `https://ok.example.com,https://u:${secret}@x.example.com` }, 'SEGMENT_ALLOWED_ENDPOINTS'],
+    [{ SEGMENT_ALLOWED_ENDPOINTS: `not a url ${secret}@x` }, 'SEGMENT_ALLOWED_ENDPOINTS'],
+    [{ DATABASE_URL: 'postgres://u@h/db', ENCRYPTION_KEYS: `k:${secret}` }, 'ENCRYPTION_KEYS']
+  ]
+  for (const [env, variable] of cases) {
+    let message = ''
+    try {
+      loadConfig(env)
+    } catch (error) {
+      t.match(error, { name: 'ConfigError', variable }, variable)
+      message = (error as Error).message
+    }
+    t.ok(message.startsWith(`${variable}: `), `${variable}: the message names it`)
+    t.notMatch(message, secret, `${variable}: the message does not show the value (${message})`)
+  }
+})
+
+t.test('SHUTDOWN_GRACE_MS below SEGMENT_DEADLINE_MS is a warning, not an error', async (t) => {
+  t.same(loadConfig({}).warnings, [], 'the defaults are consistent')
+  const { warnings } = loadConfig({ SHUTDOWN_GRACE_MS: '5000', SEGMENT_DEADLINE_MS: '15000' })
+  t.equal(warnings.length, 1)
+  t.match(warnings[0], /SHUTDOWN_GRACE_MS \(5000\) is below SEGMENT_DEADLINE_MS \(15000\)/)
+  t.same(loadConfig({ SHUTDOWN_GRACE_MS: '15000', SEGMENT_DEADLINE_MS: '15000' }).warnings, [])
 })

@@ -5,7 +5,7 @@ import { buildApp, type AppDeps } from '../src/app.js'
 import { loadConfig, type Config } from '../src/config.js'
 import type { ConnectionService, ResolvedConnection } from '../src/connections.js'
 
-export const ADMIN_TOKEN = 'admin-test-token-4f9c2e7a1b'
+export const ADMIN_TOKEN = 'admin-test-token-4f9c2e7a1b-0d8e6c3f5a92'
 export const adminAuth = { authorization: `Bearer ${ADMIN_TOKEN}` }
 
 /** The subset of tap's Test that the helpers use. */

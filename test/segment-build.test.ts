@@ -46,6 +46,25 @@ t.test('a caller\'s messageId and context.library are kept; a caller\'s sentAt i
   t.equal(built.render(sentAt).indexOf('"sentAt"'), built.render(sentAt).lastIndexOf('"sentAt"'), 'one sentAt only')
 })
 
+t.test('a batch item\'s own sentAt is dropped; the batch carries one sentAt, the time of sending', async (t) => {
+  const body = {
+    batch: [
+      { type: 'track', userId: 'u1', event: 'A', messageId: 'm-1', context: { library: { name: 'x', version: '1' } }, sentAt: '2020-01-01T00:00:00.000Z' },
+      { type: 'identify', userId: 'u1', sentAt: '2020-01-02T00:00:00.000Z' },
+      { type: 'page', anonymousId: 'a1', timestamp: '2020-01-03T00:00:00.000Z' }
+    ],
+    sentAt: '2020-01-04T00:00:00.000Z'
+  }
+  const built = buildUpstream('batch-send', body, options)
+  const rendered = built.render(sentAt)
+  const sent = parse(rendered)
+  t.equal(sent.sentAt, '2025-06-01T12:00:00.000Z')
+  t.same(sent.batch.map((item: Record<string, unknown>) => item.sentAt), [undefined, undefined, undefined], 'no item keeps a sentAt')
+  t.equal(sent.batch[2].timestamp, '2020-01-03T00:00:00.000Z', 'a timestamp is kept as given')
+  t.equal(rendered.toString('utf8').split('"sentAt"').length - 1, 1, 'one sentAt in the whole body')
+  t.equal(built.bytes, rendered.length, 'the size is that of the body sent')
+})
+
 t.test('each action goes to its path', async (t) => {
   t.equal(buildUpstream('identify-user', { userId: 'u' }, options).path, '/v1/identify')
   t.equal(buildUpstream('group-user', { userId: 'u', groupId: 'g' }, options).path, '/v1/group')

@@ -3,6 +3,7 @@ import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaValidatio
 import { AppError, ProblemSchema, problemBody, type FieldError } from '../errors.js'
 import { StoreUnavailableError } from '../store/store.js'
 import { segmentRuleMessage } from '../segment/schemas.js'
+import { discardRestOfBody } from '../discard-body.js'
 
 /** ajv's errors as `{path, message}` with the path pointing at the field itself. */
 export function toFieldErrors (validation: FastifySchemaValidationError[], part: string): FieldError[] {
@@ -94,7 +95,7 @@ export function frameworkErrors (error: FastifyError, request: FastifyRequest, r
 
 export default fp(async (app) => {
   app.addSchema(ProblemSchema)
-  app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+  app.setErrorHandler(async (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = toAppError(error)
     if (appError.code === 'internal_error' || appError.code === 'store_unavailable') {
       // The log gets the cause and stack; the body stays terse. Coded upstream outcomes need no
@@ -107,6 +108,9 @@ export default fp(async (app) => {
       if (upstreamStatus !== undefined) request.logFields.upstreamStatus = upstreamStatus
       if (attempts !== undefined) request.logFields.attempts = attempts
     }
+    // Refused before its body was read (too large, bad token, wrong type): let the client finish
+    // sending (within a bound), so it can read this answer.
+    if (await discardRestOfBody(request.raw) === 'bound') reply.header('connection', 'close')
     return sendProblem(reply, appError)
   })
 

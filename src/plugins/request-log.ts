@@ -9,6 +9,8 @@ export interface RequestLogFields {
   events?: number
   bytes?: number
   upstreamStatus?: number
+  /** Why the last attempt upstream got no answer (ECONNRESET, ENOTFOUND, timeout, …). */
+  upstreamError?: string
   attempts?: number
   code?: string
   dryRun?: boolean
@@ -51,6 +53,7 @@ export default fp(async (app) => {
       events: fields.events,
       bytes: fields.bytes,
       upstreamStatus: fields.upstreamStatus,
+      upstreamError: fields.upstreamError,
       attempts: fields.attempts,
       code: fields.code,
       dryRun: fields.dryRun,

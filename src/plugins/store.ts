@@ -20,7 +20,10 @@ export interface StorePluginOptions {
 }
 
 export default fp<StorePluginOptions>(async (app, { config }) => {
-  const { ring, generatedKeyFile } = resolveKeyRing(config)
+  const { ring, generatedKeyFile, exposedKeyFile } = resolveKeyRing(config)
+  if (exposedKeyFile !== undefined) {
+    app.log.warn(exposedKeyFile, 'the encryption key file can be read by other users: restrict it with chmod 600')
+  }
   if (generatedKeyFile !== undefined) {
     app.log.warn({ keyFile: generatedKeyFile }, 'ENCRYPTION_KEYS is not set: generated a local encryption key (mode 0600); back it up with the database, and set ENCRYPTION_KEYS before running several replicas')
   }

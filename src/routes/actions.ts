@@ -101,12 +101,14 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         render: upstream.render,
         signal: callerGone(reply.raw)
       }, {
-        onAttempt: ({ attempt, status, durationMs }) => {
+        onAttempt: ({ attempt, status, error, durationMs }) => {
           app.metrics.upstreamAttempts.inc({ status: String(status) })
           app.metrics.upstreamLatency.observe({ status: String(status) }, durationMs / 1000)
           if (attempt > 1) app.metrics.retries.inc()
           fields.attempts = attempt
           if (typeof status === 'number') fields.upstreamStatus = status
+          // The last attempt's reason: an answer after a failed attempt clears it.
+          fields.upstreamError = error
         }
       })
       return answer({ status: 'accepted', action: name, ...ids, bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus })

@@ -33,6 +33,8 @@ export interface AttemptReport {
   /** 1 for the first attempt. */
   attempt: number
   status: number | 'error' | 'timeout'
+  /** Why an attempt got no answer: the error code (ECONNRESET, ECONNREFUSED, ENOTFOUND, …) or 'timeout'. */
+  error?: string
   durationMs: number
 }
 
@@ -117,6 +119,7 @@ export class SegmentClient {
       hooks.onAttempt?.({
         attempt,
         status: outcome.kind === 'response' ? outcome.status : outcome.kind,
+        ...(outcome.kind === 'error' ? { error: outcome.reason } : outcome.kind === 'timeout' ? { error: 'timeout' } : {}),
         durationMs: performance.now() - started
       })
 
@@ -263,11 +266,23 @@ async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestO
     if (timedOut) return { kind: 'timeout' }
     const code = (error as { code?: unknown }).code
     if (typeof code === 'string' && timeoutCodes.has(code)) return { kind: 'timeout' }
-    return { kind: 'error', reason: typeof code === 'string' ? code : (error as Error).name }
+    return { kind: 'error', reason: failureReason(error) }
   } finally {
     clearTimeout(timer)
     stopListening()
   }
+}
+
+/**
+ * The most telling code of a failed request: the system error under undici's own (a reset shows as
+ * UND_ERR_SOCKET "other side closed" with, when the system saw one, ECONNRESET as its cause).
+ */
+function failureReason (error: unknown): string {
+  const code = (error as { code?: unknown }).code
+  const causeCode = ((error as { cause?: { code?: unknown } }).cause)?.code
+  if (code === 'UND_ERR_SOCKET' && typeof causeCode === 'string') return causeCode
+  if (typeof code === 'string') return code
+  return typeof causeCode === 'string' ? causeCode : (error as Error).name
 }
 
 /** Sleeps `ms`; rejects at once with the caller's own reason when `signal` aborts, as an attempt does. */

@@ -10,11 +10,14 @@ export const backoffBaseMs = 200
 export const backoffCapMs = 5_000
 
 /**
- * Whether a Segment answer may succeed if sent again: 408, 429 and 5xx other than 501 (not
- * implemented) and 505 (HTTP version). Everything else (2xx, 3xx, other 4xx, 501, 505) is final.
+ * Whether a Segment answer may succeed if sent again, as in Segment's own Node library 3.1: 408,
+ * 410, 429, 460 and 5xx other than 501 (not implemented), 505 (HTTP version) and 511 (network
+ * authentication: only an OAuth source, with a fresh token, could fix it). Everything else (2xx,
+ * 3xx, other 4xx, 501, 505, 511) is final.
  */
 export function isRetryableStatus (status: number): boolean {
-  if (status === 408 || status === 429) return true
+  if (status === 408 || status === 410 || status === 429 || status === 460) return true
+  if (status === 511) return false
   return status >= 500 && status <= 599 && status !== 501 && status !== 505
 }
 

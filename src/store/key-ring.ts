@@ -10,6 +10,8 @@ export interface ResolvedKeyRing {
   ring: KeyRing
   /** Set when the embedded default made a new key file on this start. */
   generatedKeyFile?: string
+  /** Set when an existing key file can be read by its group or others (it should be mode 0600). */
+  exposedKeyFile?: { file: string, mode: string }
 }
 
 /**
@@ -26,7 +28,9 @@ export function resolveKeyRing (config: Pick<Config, 'encryptionKeys' | 'databas
   }
   const file = join(dirname(resolve(config.database.path)), KEY_FILE_NAME)
   try {
-    return { ring: new KeyRing(parseEncryptionKeys(readFileSync(file, 'utf8').trim(), file)) }
+    const ring = new KeyRing(parseEncryptionKeys(readFileSync(file, 'utf8').trim(), file))
+    const mode = statSync(file).mode & 0o777
+    return (mode & 0o077) === 0 ? { ring } : { ring, exposedKeyFile: { file, mode: mode.toString(8).padStart(4, '0') } }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
   }
