@@ -26,6 +26,13 @@ const Headers = Type.Object({
   }))
 })
 
+// Response headers of a 200, for the OpenAPI document (@fastify/swagger moves them out of the schema).
+const ReplayHeaders = {
+  'Idempotent-Replayed': Type.Literal('true', {
+    description: 'Only on a replay: the answer remembered for this Idempotency-Key and body; nothing was sent to Segment this time.'
+  })
+}
+
 function limitsText (config: Config['segment'], batch: boolean): string {
   return batch
     ? `Limits, in UTF-8 bytes of the exact JSON sent upstream: each item (with the batch's context and integrations merged in) at most ${config.maxEventBytes}; the whole body at most ${config.maxBatchBytes}; at most 2,500 items. Past a byte limit: 413 payload_too_large, nothing sent.`
@@ -70,7 +77,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         headers: Headers,
         body: action.body,
         response: {
-          200: batch ? BatchAccepted : ActionAccepted,
+          200: { ...(batch ? BatchAccepted : ActionAccepted), headers: ReplayHeaders },
           ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 502, 503, 504)
         }
       }
