@@ -142,37 +142,27 @@ function sha256 (fields: string[]): string {
 /**
  * The body's fingerprint: the same JSON gives the same fingerprint whatever its whitespace or key
  * order. `sentAt` (top level, and on batch items) is left out: the service replaces it, and a
- * client library stamps a new one on each attempt of the same request.
+ * client library stamps a new one on each attempt of the same request. JSON.stringify with a
+ * replacer that sorts keys recurses natively, as deep as buildUpstream's own serialisation did.
  */
 export function bodyFingerprint (scope: IdempotencyScope, body: unknown): string {
-  const out: string[] = []
-  canonical(body, out, true, scope.action === 'batch-send')
-  return sha256([FINGERPRINT_DOMAIN, scope.workspaceId, scope.connectionId, scope.action, scope.key, out.join('')])
-}
-
-function canonical (value: unknown, out: string[], dropSentAt: boolean, batchItemsDropSentAt: boolean): void {
-  if (value === null || typeof value !== 'object') {
-    out.push(JSON.stringify(value))
-    return
-  }
-  if (Array.isArray(value)) {
-    out.push('[')
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out.push(',')
-      canonical(value[i], out, batchItemsDropSentAt, false)
+  const batch = scope.action === 'batch-send' ? (body as { batch?: unknown }).batch : undefined
+  let canonical: string
+  try {
+    canonical = JSON.stringify(body, function (this: unknown, _key: string, value: unknown) {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) return value
+      const dropSentAt = value === body || this === batch
+      const sorted: Record<string, unknown> = {}
+      for (const key of Object.keys(value).sort()) {
+        if (!(dropSentAt && key === 'sentAt')) sorted[key] = (value as Record<string, unknown>)[key]
+      }
+      return sorted
+    })
+  } catch (error) {
+    if (error instanceof RangeError) {
+      throw new AppError('invalid_request', 'the body nests too deeply to be forwarded', { errors: [{ path: '', message: 'nests too deeply' }] })
     }
-    out.push(']')
-    return
+    throw error
   }
-  const object = value as Record<string, unknown>
-  out.push('{')
-  let first = true
-  for (const key of Object.keys(object).sort()) {
-    if (dropSentAt && key === 'sentAt') continue
-    if (!first) out.push(',')
-    first = false
-    out.push(JSON.stringify(key), ':')
-    canonical(object[key], out, false, batchItemsDropSentAt && key === 'batch')
-  }
-  out.push('}')
+  return sha256([FINGERPRINT_DOMAIN, scope.workspaceId, scope.connectionId, scope.action, scope.key, canonical])
 }

@@ -376,6 +376,32 @@ t.test('invalid and oversized requests with a key are not remembered', async (t)
   t.equal(fake.requests.length, 1)
 })
 
+t.test('a replay says so in its log line, and names neither the key nor the body', async (t) => {
+  const { logs, send } = await setupActions(t)
+  await send('track-event', event, { headers: key('k-log-7Hq2') })
+  await send('track-event', event, { headers: key('k-log-7Hq2') })
+  const lines = logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.route === '/v1/connections/:connectionId/actions/track-event')
+  t.equal(lines.length, 2)
+  t.equal(lines[0]!.idempotentReplay, undefined)
+  t.equal(lines[0]!.upstreamStatus, 200)
+  t.match(lines[1], { statusCode: 200, idempotentReplay: true, events: 1 })
+  t.equal(lines[1]!.upstreamStatus, undefined, 'nothing went upstream')
+  t.notOk(logs.join('\n').includes('k-log-7Hq2'), 'the key is not logged')
+})
+
+t.test('deeply nested bodies with a key are never a 5xx', async (t) => {
+  const { send } = await setupActions(t)
+  for (const depth of [1000, 10_000]) {
+    // As text: the test's own JSON.stringify would overflow.
+    const body = `{"userId":"u1","event":"Deep","properties":${'{"n":'.repeat(depth)}"leaf"${'}'.repeat(depth)}}`
+    const first = await send('track-event', body, { headers: key(`k-deep-${depth}`) })
+    t.ok(first.statusCode < 500, `depth ${depth}: ${first.statusCode}`)
+    if (first.statusCode === 200) {
+      t.equal((await send('track-event', body, { headers: key(`k-deep-${depth}`) })).headers['idempotent-replayed'], 'true')
+    }
+  }
+})
+
 t.test('an Idempotency-Key longer than 255 characters is refused', async (t) => {
   const { fake, send } = await setupActions(t)
   const response = await send('track-event', event, { headers: key('k'.repeat(256)) })
