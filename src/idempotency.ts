@@ -21,8 +21,9 @@ import type { IdempotencyKeyId, Store } from './store/store.js'
 
 /** How long a finished key is remembered (the draft's and Segment's deduplication window). */
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000
-// Expired rows are taken over when their key comes again; the rest go in bounded batches, at most
-// once a minute per replica, on the first keyed request after that.
+// Expired rows are taken over when their key comes again; the rest go in bounded batches on keyed
+// requests: at most one batch a minute per replica, or one per request while a full batch shows
+// that more are waiting (so purging keeps up with any rate of keys).
 const PURGE_EVERY_MS = 60_000
 const PURGE_LIMIT = 500
 const KEY_DOMAIN = 'segment-forwarder/idempotency-key/v1'
@@ -57,6 +58,8 @@ export interface IdempotencyOptions {
   /** How long a running request holds its key: longer than any request can run. */
   leaseMs: number
   log: FastifyBaseLogger
+  /** Rows per purge batch (default 500). */
+  purgeLimit?: number
 }
 
 export class Idempotency {
@@ -120,7 +123,9 @@ export class Idempotency {
     if (now - this.#lastPurge < PURGE_EVERY_MS) return
     this.#lastPurge = now
     try {
-      await this.#store.purgeIdempotencyKeys(now, PURGE_LIMIT)
+      const limit = this.#options.purgeLimit ?? PURGE_LIMIT
+      const purged = await this.#store.purgeIdempotencyKeys(now, limit)
+      if (purged >= limit) this.#lastPurge = Number.NEGATIVE_INFINITY
     } catch (error) {
       this.#options.log.warn({ err: error }, 'could not purge expired Idempotency-Keys')
     }
