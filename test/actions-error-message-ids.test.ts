@@ -37,6 +37,7 @@ for (const { code, status, env, step } of cases) {
     t.equal(batch.statusCode, status)
     t.match(batch.json(), { code, messageIds: [GENERATED_ID, 'caller-id-1'] })
     t.notOk('messageId' in batch.json(), 'a batch names messageIds')
+    t.notOk('count' in batch.json(), 'and nothing else of a 200')
     t.same(batch.json().messageIds, sentIds(fake.requests[1]!.body), 'the ids Segment received, in item order')
   })
 }

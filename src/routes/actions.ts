@@ -137,7 +137,9 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         }
       }).catch(async (error: unknown) => {
         if (ticket !== undefined) await idempotency.release(ticket)
-        if (error instanceof AppError && MAY_HAVE_REACHED_SEGMENT.has(error.code)) Object.assign(error.extras, ids)
+        if (error instanceof AppError && MAY_HAVE_REACHED_SEGMENT.has(error.code)) {
+          Object.assign(error.extras, batch ? { messageIds: upstream.messageIds } : { messageId: upstream.messageIds[0] })
+        }
         throw error
       })
       const remembered = { bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus }
