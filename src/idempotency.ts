@@ -57,7 +57,6 @@ export type IdempotencyStart =
 export interface IdempotencyOptions {
   /** How long a running request holds its key: longer than any request can run. */
   leaseMs: number
-  log: FastifyBaseLogger
   /** Rows per purge batch (default 500). */
   purgeLimit?: number
 }
@@ -76,9 +75,9 @@ export class Idempotency {
    * Claims the key for this request, or answers for it: a replay when the key finished with the
    * same body, AppError 422 with another body, 409 while it is running.
    */
-  async start (scope: IdempotencyScope, body: unknown): Promise<IdempotencyStart> {
+  async start (scope: IdempotencyScope, body: unknown, log: FastifyBaseLogger): Promise<IdempotencyStart> {
     const now = Date.now()
-    await this.#purge(now)
+    await this.#purge(now, log)
     const id: IdempotencyKeyId = {
       workspaceId: scope.workspaceId,
       connectionId: scope.connectionId,
@@ -101,25 +100,25 @@ export class Idempotency {
   }
 
   /** Remembers the 2xx answer for 24 hours. A store failure here is logged, not answered: Segment already took the events. */
-  async complete (ticket: IdempotencyTicket, answer: RememberedAnswer): Promise<void> {
+  async complete (ticket: IdempotencyTicket, answer: RememberedAnswer, log: FastifyBaseLogger): Promise<void> {
     try {
       const mine = await this.#store.completeIdempotencyKey(ticket.id, ticket.owner, JSON.stringify(answer), Date.now() + IDEMPOTENCY_TTL_MS)
-      if (!mine) this.#options.log.warn('the Idempotency-Key lease ran out before the request ended; its answer is not remembered')
+      if (!mine) log.warn('the Idempotency-Key lease ran out before the request ended; its answer is not remembered')
     } catch (error) {
-      this.#options.log.warn({ err: error }, 'could not remember the Idempotency-Key answer; a retry is sent again with the same messageIds')
+      log.warn({ err: error }, 'could not remember the Idempotency-Key answer; a retry is sent again with the same messageIds')
     }
   }
 
   /** Forgets the key after an error, so the same key (and messageIds) can be retried. */
-  async release (ticket: IdempotencyTicket): Promise<void> {
+  async release (ticket: IdempotencyTicket, log: FastifyBaseLogger): Promise<void> {
     try {
       await this.#store.releaseIdempotencyKey(ticket.id, ticket.owner)
     } catch (error) {
-      this.#options.log.warn({ err: error }, 'could not release the Idempotency-Key; it is free again once its lease runs out')
+      log.warn({ err: error }, 'could not release the Idempotency-Key; it is free again once its lease runs out')
     }
   }
 
-  async #purge (now: number): Promise<void> {
+  async #purge (now: number, log: FastifyBaseLogger): Promise<void> {
     if (now - this.#lastPurge < PURGE_EVERY_MS) return
     this.#lastPurge = now
     try {
@@ -127,7 +126,7 @@ export class Idempotency {
       const purged = await this.#store.purgeIdempotencyKeys(now, limit)
       if (purged >= limit) this.#lastPurge = Number.NEGATIVE_INFINITY
     } catch (error) {
-      this.#options.log.warn({ err: error }, 'could not purge expired Idempotency-Keys')
+      log.warn({ err: error }, 'could not purge expired Idempotency-Keys')
     }
   }
 }

@@ -254,7 +254,7 @@ for (const kind of ['sqlite', 'postgres'] as const) {
 
     t.test('a key left running by a replica that died is free once its lease has run out', async (t) => {
       const gate = upstreamGate()
-      const { config, fake, send } = await setup(t, {}, { dispatcher: gate.dispatcher })
+      const { config, fake, logs, send } = await setup(t, {}, { dispatcher: gate.dispatcher })
       const stuck = send('track-event', event, { headers: key('k-crash') })
       await gate.arrived(1)
       const [row] = await sql(t, config, 'SELECT state, expires_at FROM idempotency_keys')
@@ -274,6 +274,8 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       const late = await stuck
       t.equal(late.statusCode, 200, 'the old request still answers its caller')
       t.equal(late.json().messageId, taken.json().messageId, 'with the same messageId: Segment dedupes the pair')
+      const warning = logs.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => String(line.msg).includes('lease ran out'))
+      t.match(warning, { level: 40, reqId: String }, 'the late request says its answer is not remembered, in its own request\'s log')
       t.equal(fake.requests.length, 2)
       const replay = await send('track-event', event, { headers: key('k-crash') })
       t.equal(replay.headers['idempotent-replayed'], 'true')

@@ -49,11 +49,12 @@ t.test('a full purge batch means more are waiting: the next keyed request purges
   }
   t.equal(await live(), 5)
 
-  const idempotency = new Idempotency(store, { leaseMs: 10_000, log: pino({ level: 'silent' }), purgeLimit: 2 })
+  const idempotency = new Idempotency(store, { leaseMs: 10_000, purgeLimit: 2 })
+  const log = pino({ level: 'silent' })
   const request = async (key: string): Promise<void> => {
-    const started = await idempotency.start({ ...scope, key }, { userId: 'u1', event: 'E' })
+    const started = await idempotency.start({ ...scope, key }, { userId: 'u1', event: 'E' }, log)
     if (started.replay !== undefined) throw new Error('unexpected replay')
-    await idempotency.complete(started.ticket, { bytes: 10, attempts: 1, upstreamStatus: 200 })
+    await idempotency.complete(started.ticket, { bytes: 10, attempts: 1, upstreamStatus: 200 }, log)
   }
   await request('a')
   t.equal(await live(), 3, 'the first keyed request purged a batch of 2')
@@ -62,5 +63,5 @@ t.test('a full purge batch means more are waiting: the next keyed request purges
   await request('c')
   t.equal(await live(), 0, 'and the next the last one')
   await request('d')
-  t.same(await idempotency.start({ ...scope, key: 'a' }, { userId: 'u1', event: 'E' }), { replay: { bytes: 10, attempts: 1, upstreamStatus: 200 } }, 'live keys are kept')
+  t.same(await idempotency.start({ ...scope, key: 'a' }, { userId: 'u1', event: 'E' }, log), { replay: { bytes: 10, attempts: 1, upstreamStatus: 200 } }, 'live keys are kept')
 })

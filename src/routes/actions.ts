@@ -53,7 +53,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
   // allow headroom over the upstream limits, which build.ts enforces byte-exactly.
   const eventBodyLimit = Math.max(64 * 1024, config.segment.maxEventBytes * 4)
   const batchBodyLimit = config.segment.maxBatchBytes * 2 + 64 * 1024
-  const idempotency = new Idempotency(app.store, { leaseMs: config.segment.deadlineMs + IDEMPOTENCY_LEASE_SLACK_MS, log: app.log })
+  const idempotency = new Idempotency(app.store, { leaseMs: config.segment.deadlineMs + IDEMPOTENCY_LEASE_SLACK_MS })
 
   for (const name of actionNames) {
     const action = actions[name]
@@ -111,7 +111,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
 
       const started = idempotencyKey === undefined
         ? undefined
-        : await idempotency.start({ workspaceId, connectionId, action: name, key: idempotencyKey }, request.body)
+        : await idempotency.start({ workspaceId, connectionId, action: name, key: idempotencyKey }, request.body, request.log)
       if (started?.replay !== undefined) {
         // The same body again: its messageIds are the ones just rebuilt; the rest is remembered.
         fields.idempotentReplay = true
@@ -136,14 +136,14 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
           if (typeof status === 'number') fields.upstreamStatus = status
         }
       }).catch(async (error: unknown) => {
-        if (ticket !== undefined) await idempotency.release(ticket)
+        if (ticket !== undefined) await idempotency.release(ticket, request.log)
         if (error instanceof AppError && MAY_HAVE_REACHED_SEGMENT.has(error.code)) {
           Object.assign(error.extras, batch ? { messageIds: upstream.messageIds } : { messageId: upstream.messageIds[0] })
         }
         throw error
       })
       const remembered = { bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus }
-      if (ticket !== undefined) await idempotency.complete(ticket, remembered)
+      if (ticket !== undefined) await idempotency.complete(ticket, remembered, request.log)
       return answer({ status: 'accepted', action: name, ...ids, ...remembered })
     })
   }
