@@ -11,8 +11,10 @@ export const errorTable = {
   token_not_found: { status: 404, title: 'Token not found' },
   connection_not_found: { status: 404, title: 'Connection not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
+  idempotency_key_in_use: { status: 409, title: 'Idempotency-Key in use' },
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  idempotency_key_reused: { status: 422, title: 'Idempotency-Key reused' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Internal error' },
   segment_rejected: { status: 502, title: 'Segment rejected the request' },
@@ -41,6 +43,10 @@ export interface ProblemExtras {
   upstreamStatus?: number
   upstreamBody?: string
   attempts?: number
+  /** What may have reached Segment (segment_rejected, segment_unavailable, segment_timeout of a single call). */
+  messageId?: string
+  /** The same for batch-send, in item order. */
+  messageIds?: string[]
 }
 
 export class AppError extends Error {
@@ -92,7 +98,13 @@ export const ProblemSchema = Type.Object({
   })),
   upstreamStatus: Type.Optional(Type.Integer({ description: 'The status Segment answered' })),
   upstreamBody: Type.Optional(Type.String({ description: 'A short excerpt of Segment\'s answer' })),
-  attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' }))
+  attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' })),
+  messageId: Type.Optional(Type.String({
+    description: 'segment_rejected, segment_unavailable and segment_timeout of a single call: the messageId that was sent and may have reached Segment. A resend with this messageId (or with the same Idempotency-Key) is dropped by Segment as a duplicate.'
+  })),
+  messageIds: Type.Optional(Type.Array(Type.String(), {
+    description: 'The same for batch-send: the messageId of each item, in item order.'
+  }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
 /** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */

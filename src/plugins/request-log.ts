@@ -14,6 +14,8 @@ export interface RequestLogFields {
   attempts?: number
   code?: string
   dryRun?: boolean
+  /** Answered from a remembered Idempotency-Key: nothing was sent. */
+  idempotentReplay?: boolean
 }
 
 declare module 'fastify' {
@@ -57,6 +59,7 @@ export default fp(async (app) => {
       attempts: fields.attempts,
       code: fields.code,
       dryRun: fields.dryRun,
+      idempotentReplay: fields.idempotentReplay,
       durationMs: Math.round(reply.elapsedTime * 100) / 100
     }, 'request completed')
     done()

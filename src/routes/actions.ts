@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { Config } from '../config.js'
 import { AppError, problemResponses } from '../errors.js'
+import { Idempotency } from '../idempotency.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
 import { Cancel } from '../segment/client.js'
@@ -20,16 +21,29 @@ const Headers = Type.Object({
   'idempotency-key': Type.Optional(Type.String({
     minLength: 1,
     maxLength: 255,
-    description: 'Makes generated messageIds derive from workspace, connection, action, this key and the item index: a retried workflow step sends the same messageIds and Segment drops the duplicates.',
+    description: 'As the IETF httpapi draft "The Idempotency-Key HTTP Header Field". Generated messageIds derive from workspace, connection, action, this key and the item index, so a retried workflow step sends the same messageIds. The key is remembered per workspace, connection and action with a fingerprint of the body (the same JSON matches, whatever its whitespace, key order or sentAt) for 24 hours once its request ended in a 2xx: the same key and body gets that answer again with `Idempotent-Replayed: true` and nothing is sent; another body is 422 idempotency_key_reused; while the first request is still running, 409 idempotency_key_in_use. A request that ended in an error is not remembered, so it can be retried with the same key.',
     examples: ['run-8812-step-3']
   }))
 })
+
+// Response headers of a 200, for the OpenAPI document (@fastify/swagger moves them out of the schema).
+const ReplayHeaders = {
+  'Idempotent-Replayed': Type.Literal('true', {
+    description: 'Only on a replay: the answer remembered for this Idempotency-Key and body; nothing was sent to Segment this time.'
+  })
+}
 
 function limitsText (config: Config['segment'], batch: boolean): string {
   return batch
     ? `Limits, in UTF-8 bytes of the exact JSON sent upstream: each item (with the batch's context and integrations merged in) at most ${config.maxEventBytes}; the whole body at most ${config.maxBatchBytes}; at most 2,500 items. Past a byte limit: 413 payload_too_large, nothing sent.`
     : `Limit: the exact JSON body sent upstream is at most ${config.maxEventBytes} UTF-8 bytes; past it, 413 payload_too_large and nothing is sent.`
 }
+
+// The errors of an action that may have reached Segment: their answers name what was sent.
+const MAY_HAVE_REACHED_SEGMENT = new Set(['segment_rejected', 'segment_unavailable', 'segment_timeout'])
+// A running request holds its Idempotency-Key this long past the upstream deadline (store writes,
+// the caller's own slowness); a replica that dies mid-request blocks the key no longer than that.
+const IDEMPOTENCY_LEASE_SLACK_MS = 30_000
 
 const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload (a 2xx), not that downstream destinations processed it; note that Segment also answers 200 to an unknown Write Key, so check the source\'s Debugger after connecting.'
 
@@ -39,6 +53,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
   // allow headroom over the upstream limits, which build.ts enforces byte-exactly.
   const eventBodyLimit = Math.max(64 * 1024, config.segment.maxEventBytes * 4)
   const batchBodyLimit = config.segment.maxBatchBytes * 2 + 64 * 1024
+  const idempotency = new Idempotency(app.store, { leaseMs: config.segment.deadlineMs + IDEMPOTENCY_LEASE_SLACK_MS })
 
   for (const name of actionNames) {
     const action = actions[name]
@@ -62,8 +77,8 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         headers: Headers,
         body: action.body,
         response: {
-          200: batch ? BatchAccepted : ActionAccepted,
-          ...problemResponses(400, 401, 404, 413, 415, 429, 502, 503, 504)
+          200: { ...(batch ? BatchAccepted : ActionAccepted), headers: ReplayHeaders },
+          ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 502, 503, 504)
         }
       }
     }, async (request, reply) => {
@@ -75,10 +90,11 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       // while the body was still uploading applies from the next action on. A missing one is 404
       // only now, after validation, as for every other route.
       const connection = app.connections.ready(request.connection)
+      const idempotencyKey = request.headers['idempotency-key']
       const upstream = buildUpstream(name, request.body, {
         workspaceId,
         connectionId,
-        idempotencyKey: request.headers['idempotency-key'],
+        idempotencyKey,
         maxEventBytes: config.segment.maxEventBytes,
         maxBatchBytes: config.segment.maxBatchBytes
       })
@@ -92,6 +108,17 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         fields.dryRun = true
         return answer({ status: 'validated', action: name, ...ids, bytes: upstream.bytes, attempts: 0 })
       }
+
+      const started = idempotencyKey === undefined
+        ? undefined
+        : await idempotency.start({ workspaceId, connectionId, action: name, key: idempotencyKey }, request.body, request.log)
+      if (started?.replay !== undefined) {
+        // The same body again: its messageIds are the ones just rebuilt; the rest is remembered.
+        fields.idempotentReplay = true
+        reply.header('idempotent-replayed', 'true')
+        return answer({ status: 'accepted', action: name, ...ids, ...started.replay })
+      }
+      const ticket = started?.ticket
 
       app.metrics.payloadBytes.observe({ action: name }, upstream.bytes)
       const result = await app.segment.send({
@@ -110,8 +137,16 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
           // The last attempt's reason: an answer after a failed attempt clears it.
           fields.upstreamError = error
         }
+      }).catch(async (error: unknown) => {
+        if (ticket !== undefined) await idempotency.release(ticket, request.log)
+        if (error instanceof AppError && MAY_HAVE_REACHED_SEGMENT.has(error.code)) {
+          Object.assign(error.extras, batch ? { messageIds: upstream.messageIds } : { messageId: upstream.messageIds[0] })
+        }
+        throw error
       })
-      return answer({ status: 'accepted', action: name, ...ids, bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus })
+      const remembered = { bytes: upstream.bytes, attempts: result.attempts, upstreamStatus: result.upstreamStatus }
+      if (ticket !== undefined) await idempotency.complete(ticket, remembered, request.log)
+      return answer({ status: 'accepted', action: name, ...ids, ...remembered })
     })
   }
 }

@@ -38,5 +38,28 @@ export const migrations: ReadonlyArray<{ version: number, name: string, statemen
         sealed {blob} NOT NULL
       )`
     ]
+  },
+  {
+    version: 2,
+    name: 'idempotency keys',
+    // One row per Idempotency-Key of a workspace, connection and action. The key itself is kept
+    // only as a hash and the body only as a fingerprint; `answer` holds numbers only (see
+    // idempotency.ts). `expires_at` (epoch ms) is the lease of a running request, or the end of
+    // the 24 hours a finished one is remembered; its index serves the bounded purge.
+    statements: [
+      `CREATE TABLE idempotency_keys (
+        workspace_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        key_hash TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        answer TEXT,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (workspace_id, connection_id, action, key_hash)
+      )`,
+      'CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)'
+    ]
   }
 ]

@@ -4,7 +4,7 @@ import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
 import { CONNECTION_COLUMNS, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
-import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
+import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
@@ -13,6 +13,9 @@ const WORKSPACE_COLUMNS = 'id, name, created_at AS "createdAt"'
 const CONNECTION_COLUMN_LIST = CONNECTION_COLUMNS.join(', ')
 // Built once: pg compares a named statement's text with the one it prepared on every call.
 const TOKEN_WITH_CONNECTION_SQL = tokenWithConnectionSql('$1', '$2')
+const IDEMPOTENCY_KEY = 'workspace_id = $1 AND connection_id = $2 AND action = $3 AND key_hash = $4'
+// A claim that finds a row which then disappears (its owner released it) looks again, this often.
+const CLAIM_ROUNDS = 3
 // Every replica uses this key, so only one of them migrates at a time.
 const MIGRATION_LOCK_KEY = '7526340958120936201'
 // Waiting for another replica's migration may take longer than one request may.
@@ -293,6 +296,69 @@ export class PostgresStore implements Store {
       values: [next.kid, next.sealed, id, expected.kid, expected.sealed]
     })
     return result.rowCount === 1
+  }
+
+  async claimIdempotencyKey (id: IdempotencyKeyId, fingerprint: string, owner: string, now: number, leaseUntil: number): Promise<IdempotencyClaim> {
+    const key = [id.workspaceId, id.connectionId, id.action, id.keyHash]
+    for (let round = 1; ; round++) {
+      // One statement: a new key inserts; an expired row (done past its 24 hours, or running past
+      // the lease of a replica that died) is taken over; a live row is left alone and returns
+      // nothing. Concurrent claims of one key serialise on the row, so exactly one wins.
+      const claimed = await this.#query({
+        name: 'claim-idempotency-key',
+        text: `INSERT INTO idempotency_keys AS k (workspace_id, connection_id, action, key_hash, fingerprint, state, owner, answer, expires_at)
+          VALUES ($1, $2, $3, $4, $5, 'running', $6, NULL, $7)
+          ON CONFLICT (workspace_id, connection_id, action, key_hash) DO UPDATE
+            SET fingerprint = EXCLUDED.fingerprint, state = 'running', owner = EXCLUDED.owner, answer = NULL, expires_at = EXCLUDED.expires_at
+            WHERE k.expires_at <= $8
+          RETURNING owner`,
+        values: [...key, fingerprint, owner, leaseUntil, now]
+      })
+      if (claimed.rowCount === 1) return { claimed: true }
+      const result = await this.#query<{ fingerprint: string, state: 'running' | 'done', answer: string | null, expires_at: string }>({
+        name: 'read-idempotency-key',
+        text: `SELECT fingerprint, state, answer, expires_at FROM idempotency_keys WHERE ${IDEMPOTENCY_KEY}`,
+        values: key
+      })
+      const row = result.rows[0]
+      // Gone (released) or expired since the INSERT looked: claim again.
+      if (row === undefined || Number(row.expires_at) <= now) {
+        if (round < CLAIM_ROUNDS) continue
+        return { claimed: false, state: 'running', fingerprint }
+      }
+      return row.state === 'done'
+        ? { claimed: false, state: 'done', fingerprint: row.fingerprint, answer: row.answer ?? '' }
+        : { claimed: false, state: 'running', fingerprint: row.fingerprint }
+    }
+  }
+
+  async completeIdempotencyKey (id: IdempotencyKeyId, owner: string, answer: string, expiresAt: number): Promise<boolean> {
+    const result = await this.#query({
+      name: 'complete-idempotency-key',
+      text: `UPDATE idempotency_keys SET state = 'done', answer = $6, expires_at = $7 WHERE ${IDEMPOTENCY_KEY} AND owner = $5 AND state = 'running'`,
+      values: [id.workspaceId, id.connectionId, id.action, id.keyHash, owner, answer, expiresAt]
+    })
+    return result.rowCount === 1
+  }
+
+  async releaseIdempotencyKey (id: IdempotencyKeyId, owner: string): Promise<boolean> {
+    const result = await this.#query({
+      name: 'release-idempotency-key',
+      text: `DELETE FROM idempotency_keys WHERE ${IDEMPOTENCY_KEY} AND owner = $5 AND state = 'running'`,
+      values: [id.workspaceId, id.connectionId, id.action, id.keyHash, owner]
+    })
+    return result.rowCount === 1
+  }
+
+  // SKIP LOCKED: replicas purging at once, or a claim holding a row, never make a purge wait.
+  async purgeIdempotencyKeys (now: number, limit: number): Promise<number> {
+    const result = await this.#query({
+      name: 'purge-idempotency-keys',
+      text: `DELETE FROM idempotency_keys WHERE ctid IN
+          (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      values: [now, limit]
+    })
+    return result.rowCount ?? 0
   }
 
   async getMeta (key: string): Promise<SealedSecret | undefined> {

@@ -51,6 +51,24 @@ export interface SealedRow {
   secret: SealedSecret
 }
 
+/** Which Idempotency-Key row: keys are per workspace, connection and action; the key itself is stored only as a hash. */
+export interface IdempotencyKeyId {
+  workspaceId: string
+  connectionId: string
+  action: string
+  keyHash: string
+}
+
+/**
+ * What claimIdempotencyKey found. `claimed`: the caller now runs the request (no row, or only an
+ * expired one: a finished key past its 24 hours, or a running one whose lease ran out because its
+ * replica died). Otherwise the live row: still `running` elsewhere, or `done` with its answer.
+ */
+export type IdempotencyClaim =
+  | { claimed: true }
+  | { claimed: false, state: 'running', fingerprint: string }
+  | { claimed: false, state: 'done', fingerprint: string, answer: string }
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres'
   /** Applies pending migrations; safe to call from several replicas at once. */
@@ -86,6 +104,19 @@ export interface Store {
   listSealed: (afterId: string, limit: number) => Promise<SealedRow[]>
   /** Compare-and-set: replaces the secret only if it is still `expected`; false when it changed meanwhile. */
   swapSealed: (id: string, expected: SealedSecret, next: SealedSecret) => Promise<boolean>
+
+  /**
+   * Atomically (on every replica) takes the key for a request when no live row holds it: writes a
+   * `running` row owned by `owner` until `leaseUntil` (epoch ms). A row counts as expired when its
+   * `expires_at` is at or before `now`.
+   */
+  claimIdempotencyKey: (id: IdempotencyKeyId, fingerprint: string, owner: string, now: number, leaseUntil: number) => Promise<IdempotencyClaim>
+  /** Marks `owner`'s running row done with `answer` until `expiresAt`; false when the row is no longer its own. */
+  completeIdempotencyKey: (id: IdempotencyKeyId, owner: string, answer: string, expiresAt: number) => Promise<boolean>
+  /** Forgets `owner`'s running row (the request ended in an error); false when it is no longer its own. */
+  releaseIdempotencyKey: (id: IdempotencyKeyId, owner: string) => Promise<boolean>
+  /** Deletes at most `limit` rows expired at `now`, oldest first; returns how many. */
+  purgeIdempotencyKeys: (now: number, limit: number) => Promise<number>
 
   getMeta: (key: string) => Promise<SealedSecret | undefined>
   setMeta: (key: string, value: SealedSecret, expected?: SealedSecret) => Promise<boolean>
