@@ -11,11 +11,12 @@ export const backoffCapMs = 5_000
 
 /**
  * Whether a Segment answer may succeed if sent again: 408, 429 and 5xx other than 501 (not
- * implemented) and 505 (HTTP version). Everything else (2xx, 3xx, other 4xx, 501, 505) is final.
+ * implemented), 505 (HTTP version) and 511 (network authentication: the client retries it for
+ * OAuth sources only, with a new token). Everything else (2xx, 3xx, other 4xx) is final.
  */
 export function isRetryableStatus (status: number): boolean {
   if (status === 408 || status === 429) return true
-  return status >= 500 && status <= 599 && status !== 501 && status !== 505
+  return status >= 500 && status <= 599 && status !== 501 && status !== 505 && status !== 511
 }
 
 /**
