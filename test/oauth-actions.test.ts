@@ -2,8 +2,10 @@
 // fake Segment, all on loopback. Token expiry runs on a clock the test moves, never on sleeps.
 import t from 'tap'
 import { REFRESH_MARGIN_MS } from '../src/segment/oauth.js'
-import { createConnection } from './helper.js'
-import { basicAuth, fakeSegment } from './support/actions.js'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { build, createConnection, createWorkspace } from './helper.js'
+import { basicAuth, callAction, fakeSegment } from './support/actions.js'
 import { ManualClock, oauthKeyPair } from './support/fake-oauth.js'
 import { CLIENT_ID, KEY_ID, OAUTH_WRITE_KEY, bearer, fakeOAuth, setupOAuth, testKeys } from './support/oauth.js'
 import { freePort } from './support/free-port.js'
@@ -224,11 +226,9 @@ t.test('EU region: the EU token server, its URL as aud, and the EU Tracking API'
   const euOAuth = await fakeOAuth(t, clock)
   const keys = testKeys()
   for (const server of [usOAuth, euOAuth]) server.register({ clientId: CLIENT_ID, keyId: KEY_ID, publicKey: keys.publicKey })
-  const { build, createWorkspace } = await import('./helper.js')
   const { app } = await build(t, { SEGMENT_API_URL: usFake.url, SEGMENT_EU_API_URL: euFake.url, SEGMENT_OAUTH_URL: usOAuth.url, SEGMENT_EU_OAUTH_URL: euOAuth.url }, { clock: clock.now })
   const workspace = await createWorkspace(app)
   const { id } = await createConnection(app, workspace, { writeKey: OAUTH_WRITE_KEY, region: 'eu', oauth: { clientId: CLIENT_ID, keyId: KEY_ID, privateKey: keys.privateKey } })
-  const { callAction } = await import('./support/actions.js')
   const response = await callAction(app, workspace, id, 'track-event', track)
   t.equal(response.statusCode, 200, response.body)
   t.equal(usOAuth.requests.length, 0)
@@ -263,13 +263,8 @@ t.test('a custom authServer only from SEGMENT_ALLOWED_ENDPOINTS', async (t) => {
 
   // The operator drops it from the allowlist: the stored connection no longer sends.
   await app.close()
-  const { build } = await import('./helper.js')
-  const { buildApp } = await import('../src/app.js')
-  const { loadConfig } = await import('../src/config.js')
-  void build
   const again = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, SEGMENT_API_URL: config.segment.baseUrls.us, SEGMENT_OAUTH_URL: oauth.url, LOG_LEVEL: 'silent', ADMIN_TOKEN: 'x' }))
   t.teardown(async () => { await again.close() })
-  const { callAction } = await import('./support/actions.js')
   const blocked = await callAction(again, workspace, id, 'track-event', track)
   t.equal(blocked.statusCode, 400)
   t.equal(blocked.json().code, 'endpoint_not_allowed')

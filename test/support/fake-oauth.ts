@@ -52,6 +52,8 @@ export interface FakeOAuthStep {
   hang?: boolean
   /** Wait `delayMs`, then answer as with no step (verify and issue). */
   pass?: boolean
+  /** Answer this status with the whole request body echoed back, as a careless server might (leak tests). */
+  echoStatus?: number
 }
 
 export interface TokenRequest {
@@ -117,7 +119,8 @@ export class FakeOAuth {
       request.on('data', (chunk: Buffer) => chunks.push(chunk))
       request.on('end', () => {
         const rawBody = Buffer.concat(chunks).toString('utf8')
-        void this.#handle(request.method ?? '', request.url ?? '', request.headers, rawBody, request.socket, response)
+        this.#handle(request.method ?? '', request.url ?? '', request.headers, rawBody, request.socket, response)
+          .catch((error: unknown) => { response.destroy(error as Error) })
       })
     })
     server.keepAliveTimeout = 1000
@@ -166,6 +169,10 @@ export class FakeOAuth {
         return
       }
       if (step.pass === true) return answer()
+      if (step.echoStatus !== undefined) {
+        send(response, step.echoStatus, { error: 'invalid_client', error_description: `refused ${rawBody}`, assertion: record.form.client_assertion })
+        return
+      }
       send(response, step.status ?? 200, step.body ?? '', step.headers)
     }
     if (step.delayMs !== undefined && step.delayMs > 0) {
