@@ -175,6 +175,23 @@ t.test('token endpoint 429, 5xx and resets are retried within the deadline; past
   t.equal(timedOut.json().code, 'segment_timeout')
 })
 
+t.test('a token server whose clock is 10 minutes behind: refused once, then assertions on its clock', async (t) => {
+  const appClock = new ManualClock()
+  const serverClock = new ManualClock(appClock.now() - 600_000)
+  const fake = await fakeSegment(t)
+  const oauth = await fakeOAuth(t, serverClock)
+  oauth.register({ clientId: CLIENT_ID, keyId: KEY_ID, publicKey: testKeys().publicKey })
+  const { app } = await build(t, { SEGMENT_API_URL: fake.url, SEGMENT_OAUTH_URL: oauth.url }, { clock: appClock.now })
+  const workspace = await createWorkspace(app)
+  const { id } = await createConnection(app, workspace, { writeKey: OAUTH_WRITE_KEY, oauth: { clientId: CLIENT_ID, keyId: KEY_ID, privateKey: testKeys().privateKey } })
+  const response = await callAction(app, workspace, id, 'track-event', track)
+  t.equal(response.statusCode, 200, response.body)
+  t.same(oauth.requests.map((r) => r.verdict), ['Token used before issued', 'ok'], 'refused, then retried at once on the server\'s clock')
+  app.oauth.forget(id)
+  t.equal((await callAction(app, workspace, id, 'track-event', track)).statusCode, 200)
+  t.same(oauth.requests.map((r) => r.verdict), ['Token used before issued', 'ok', 'ok'], 'the next assertion is right the first time')
+})
+
 t.test('an unreachable token server is 503 segment_unavailable', async (t) => {
   const port = await freePort()
   const { send, fake } = await setupOAuth(t, { SEGMENT_OAUTH_URL: `http://127.0.0.1:${port}`, SEGMENT_MAX_ATTEMPTS: '2' })

@@ -97,7 +97,7 @@ interface Entry {
 }
 
 type Outcome =
-  | { kind: 'response', status: number, retryAfterMs: number | undefined, body: string }
+  | { kind: 'response', status: number, retryAfterMs: number | undefined, body: string, date: number }
   | { kind: 'timeout' }
   | { kind: 'error', reason: string }
 
@@ -115,6 +115,8 @@ export class OAuthTokens {
   readonly #now: () => number
   readonly #entries = new LRUCache<string, Entry>({ max: ENTRIES_MAX })
   readonly #dispatchers = new Map<string, Dispatcher>()
+  /** Per token server: how many seconds our clock is ahead of its `Date` header (assertion times follow its clock). */
+  readonly #skewSeconds = new Map<string, number>()
   #closed = false
 
   constructor (options: OAuthTokensOptions) {
@@ -195,12 +197,14 @@ export class OAuthTokens {
     const origin = new URL(source.authServer).origin
     const dispatcher = this.#dispatcher(origin)
     const key = await this.#key(entry, source)
+    let skewRetried = false
     for (let attempt = 1; ; attempt++) {
       const left = deadline - performance.now()
       const timeoutMs = Math.min(attemptTimeoutMs, left)
       if (timeoutMs <= 0) throw tokenTimeout()
       const requestedAt = this.#now()
-      const assertion = await this.#assertion(key, source, requestedAt)
+      const skew = this.#skewSeconds.get(origin) ?? 0
+      const assertion = await this.#assertion(key, source, requestedAt - skew * 1000)
       const outcome = await post(dispatcher, {
         origin,
         path: '/token',
@@ -225,6 +229,11 @@ export class OAuthTokens {
       let lastStatus: number | undefined
       if (outcome.kind === 'response') {
         const { status } = outcome
+        // As Segment's libraries do: assertion times follow the server's clock as its Date header tells.
+        // (A Date header has whole seconds: under 2 s apart counts as the same clock.)
+        const seconds = (this.#now() - outcome.date) / 1000
+        const serverSkew = !Number.isFinite(seconds) ? skew : Math.abs(seconds) < 2 ? 0 : Math.round(seconds)
+        this.#skewSeconds.set(origin, serverSkew)
         if (status >= 200 && status < 300) {
           const token = parseToken(outcome.body)
           if (token === undefined) {
@@ -235,7 +244,14 @@ export class OAuthTokens {
           entry.token = { value: token.accessToken, refreshAt: requestedAt + lifetimeMs - Math.min(REFRESH_MARGIN_MS, lifetimeMs / 2) }
           return token.accessToken
         }
-        if (!(status === 408 || status === 429 || (status >= 500 && status <= 599))) {
+        const final = !(status === 408 || status === 429 || (status >= 500 && status <= 599))
+        if (final && status < 500 && !skewRetried && Math.abs(serverSkew - skew) >= ASSERTION_BACKDATE_SECONDS && attempt < maxAttempts) {
+          // Refused, and our clock was off the server's by more than the backdating covers: once
+          // more at once, with times on its clock ("Token used before issued", an expired assertion).
+          skewRetried = true
+          continue
+        }
+        if (final) {
           const code = errorCode(outcome.body)
           throw new AppError('segment_auth_failed',
             `Segment's token endpoint refused the client assertion (${status}${code === undefined ? '' : ` ${code}`}); check the OAuth app's client id, key id and public key in Segment.`,
@@ -319,6 +335,7 @@ async function post (dispatcher: Dispatcher, options: Dispatcher.RequestOptions,
       kind: 'response',
       status: statusCode,
       retryAfterMs: parseRetryAfter(headers['retry-after'], Date.now()),
+      date: typeof headers.date === 'string' ? Date.parse(headers.date) : Number.NaN,
       body: await readBounded(body)
     }
   } catch (error) {

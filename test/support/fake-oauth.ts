@@ -153,13 +153,13 @@ export class FakeOAuth {
     const step = this.#script.shift()
     const answer = (): void => {
       if (refusal !== undefined) {
-        send(response, refusal.status, { error: refusal.error, error_description: refusal.description })
+        send(response, this.#now(), refusal.status, { error: refusal.error, error_description: refusal.description })
         return
       }
       const token = `fake-at-${randomBytes(24).toString('base64url')}`
       record.token = token
       this.issued.push(token)
-      send(response, 200, { access_token: token, token_type: 'Bearer', expires_in: this.expiresIn, scope: 'tracking_api:write' })
+      send(response, this.#now(), 200, { access_token: token, token_type: 'Bearer', expires_in: this.expiresIn, scope: 'tracking_api:write' })
     }
     if (step === undefined) return answer()
     const play = (): void => {
@@ -170,10 +170,10 @@ export class FakeOAuth {
       }
       if (step.pass === true) return answer()
       if (step.echoStatus !== undefined) {
-        send(response, step.echoStatus, { error: 'invalid_client', error_description: `refused ${rawBody}`, assertion: record.form.client_assertion })
+        send(response, this.#now(), step.echoStatus, { error: 'invalid_client', error_description: `refused ${rawBody}`, assertion: record.form.client_assertion })
         return
       }
-      send(response, step.status ?? 200, step.body ?? '', step.headers)
+      send(response, this.#now(), step.status ?? 200, step.body ?? '', step.headers)
     }
     if (step.delayMs !== undefined && step.delayMs > 0) {
       const timer = setTimeout(() => { this.#timers.delete(timer); play() }, step.delayMs)
@@ -225,7 +225,8 @@ export class FakeOAuth {
     if (Object.keys(claims).sort().join() !== CLAIMS.join()) return invalid(`claims ${Object.keys(claims).sort().join()}`, 'invalid_client', 401)
     if (claims.aud !== this.url) return invalid('aud must be the URL itself, not a list', 'invalid_client', 401)
     const { iat, exp, jti } = claims as { iat: number, exp: number, jti: unknown }
-    if (!Number.isInteger(iat) || !Number.isInteger(exp)) return invalid('iat and exp must be integers', 'invalid_client', 401)
+    // NumericDate (RFC 7519 § 2) may be fractional: Segment's library sends fractions after a clock correction.
+    if (!Number.isFinite(iat) || !Number.isFinite(exp)) return invalid('iat and exp must be numbers', 'invalid_client', 401)
     if (iat > now + 5) return invalid('Token used before issued', 'invalid_request')
     if (exp - iat > 60) return invalid('exp is more than 60 s after iat', 'invalid_client', 401)
     if (typeof jti !== 'string' || jti === '') return invalid('jti', 'invalid_client', 401)
@@ -235,9 +236,10 @@ export class FakeOAuth {
   }
 }
 
-function send (response: ServerResponse, status: number, body: string | object, headers: Record<string, string> = {}): void {
+function send (response: ServerResponse, now: number, status: number, body: string | object, headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body)
-  response.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json', ...headers })
+  // The server's own clock, as a real server's Date header tells it.
+  response.writeHead(status, { date: new Date(now).toUTCString(), 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json', ...headers })
   response.end(text)
 }
 
