@@ -235,6 +235,25 @@ t.test('rotation: the very next call uses the new key and a new token; removal g
   t.equal(oauth.requests.length, 3, 'no token request')
 })
 
+t.test('a rotation on one replica retires the token another replica cached', async (t) => {
+  const { send, fake, oauth, app, dbPath, workspace, connectionId, config, clock } = await setupOAuth(t)
+  // A second replica on the same database (same key ring, from the SQLite folder's key file).
+  const other = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, SEGMENT_API_URL: config.segment.baseUrls.us, SEGMENT_OAUTH_URL: oauth.url, LOG_LEVEL: 'silent' }), { clock: clock.now })
+  t.teardown(async () => { await other.close() })
+  t.equal((await callAction(other, workspace, connectionId, 'track-event', track)).statusCode, 200)
+  t.equal((await callAction(other, workspace, connectionId, 'track-event', track)).statusCode, 200)
+  t.equal(oauth.requests.length, 1, 'the other replica caches its token')
+  const rotated = oauthKeyPair()
+  oauth.register({ clientId: CLIENT_ID, keyId: 'key_rotated', publicKey: rotated.publicKey })
+  const put = await app.inject({ method: 'PUT', url: `/v1/connections/${connectionId}/oauth`, headers: workspace.auth, payload: { clientId: CLIENT_ID, keyId: 'key_rotated', privateKey: rotated.privateKey } })
+  t.equal(put.statusCode, 200)
+  t.equal((await callAction(other, workspace, connectionId, 'track-event', track)).statusCode, 200)
+  t.equal(oauth.requests.length, 2, 'the very next action there fetched a new token')
+  t.equal(oauth.requests[1]!.header?.kid, 'key_rotated', 'signed with the new key')
+  t.equal(fake.requests.at(-1)!.headers.authorization, bearer(oauth.issued[1]))
+  t.equal((await send('track-event', track)).statusCode, 200, 'and this replica too')
+})
+
 t.test('EU region: the EU token server, its URL as aud, and the EU Tracking API', async (t) => {
   const clock = new ManualClock()
   const usFake = await fakeSegment(t)
