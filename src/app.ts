@@ -15,6 +15,7 @@ import actionRoutes from './routes/actions.js'
 import metrics from './plugins/metrics.js'
 import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
+import oauth from './plugins/oauth.js'
 import { useFastDateTime } from './segment/date-time.js'
 import { deferredChildLogger } from './request-logger.js'
 import type { Dispatcher } from 'undici'
@@ -24,13 +25,18 @@ export interface AppDeps {
   logStream?: DestinationStream
   /** The dispatcher for each upstream origin; a keep-alive undici Pool by default. */
   dispatcher?: (origin: string) => Dispatcher
+  /** OAuth sources: wall-clock milliseconds for token expiry and assertion times (tests move their own clock). */
+  clock?: () => number
 }
 
 // Redaction lives here, not at call sites: whatever object a log call is given, these never print.
 export const redactPaths = [
   'req.headers.authorization', 'headers.authorization', 'authorization', '*.authorization',
   'writeKey', '*.writeKey', 'password', '*.password', 'token', '*.token', 'adminToken', '*.adminToken',
-  'properties', '*.properties', 'traits', '*.traits', 'body', '*.body'
+  'properties', '*.properties', 'traits', '*.traits', 'body', '*.body',
+  // OAuth sources
+  'privateKey', '*.privateKey', 'accessToken', '*.accessToken', 'access_token', '*.access_token',
+  'assertion', '*.assertion', 'client_assertion', '*.client_assertion'
 ]
 
 /** How Fastify builds the ajv that validates every request part (exported for the benchmark). */
@@ -84,6 +90,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(auth, { config })
   await app.register(metrics)
   await app.register(segment, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
+  await app.register(oauth, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }), ...(deps.clock === undefined ? {} : { clock: deps.clock }) })
 
   // Probes stay outside load shedding and budgets, so they answer under load.
   await app.register(ops)

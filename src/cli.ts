@@ -13,7 +13,7 @@ const USAGE = `usage: segment-forwarder <command>
   workspace create NAME              create a workspace; prints its first token once
   token create WORKSPACE_ID          issue another token; printed once
   token revoke WORKSPACE_ID TOKEN_ID revoke a token at once
-  rewrap                             re-encrypt every Write Key under the first ENCRYPTION_KEYS key
+  rewrap                             re-encrypt every Write Key and OAuth private key under the first ENCRYPTION_KEYS key
   openapi [--yaml]                   print the OpenAPI document
 
 Configuration comes from the environment; see .env.example.`

@@ -18,6 +18,8 @@ export const EnvSchema = Type.Object({
   SEGMENT_API_URL: Type.String({ default: 'https://api.segment.io' }),
   SEGMENT_EU_API_URL: Type.String({ default: 'https://events.eu1.segmentapis.com' }),
   SEGMENT_ALLOWED_ENDPOINTS: Type.String({ default: '' }),
+  SEGMENT_OAUTH_URL: Type.String({ default: 'https://oauth2.segment.io' }),
+  SEGMENT_EU_OAUTH_URL: Type.String({ default: 'https://oauth2.eu1.segmentapis.com' }),
   SEGMENT_MAX_ATTEMPTS: Integer(4, 1, 20),
   SEGMENT_ATTEMPT_TIMEOUT_MS: Integer(5000, 1, 600000),
   SEGMENT_DEADLINE_MS: Integer(15000, 1, 3600000),
@@ -51,6 +53,8 @@ export interface Config {
   segment: {
     baseUrls: Record<Region, string>
     allowedEndpoints: string[]
+    /** OAuth sources: the token endpoints' base URLs per region (`{base}/token`); also the assertion's `aud`. */
+    oauthUrls: Record<Region, string>
     maxAttempts: number
     attemptTimeoutMs: number
     deadlineMs: number
@@ -186,6 +190,10 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
       },
       allowedEndpoints: env.SEGMENT_ALLOWED_ENDPOINTS.split(',').map((s) => s.trim()).filter((s) => s !== '')
         .map((s) => parseBaseUrl(s, 'SEGMENT_ALLOWED_ENDPOINTS')),
+      oauthUrls: {
+        us: parseBaseUrl(env.SEGMENT_OAUTH_URL, 'SEGMENT_OAUTH_URL'),
+        eu: parseBaseUrl(env.SEGMENT_EU_OAUTH_URL, 'SEGMENT_EU_OAUTH_URL')
+      },
       maxAttempts: integer(env, 'SEGMENT_MAX_ATTEMPTS'),
       attemptTimeoutMs: integer(env, 'SEGMENT_ATTEMPT_TIMEOUT_MS'),
       deadlineMs,

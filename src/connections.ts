@@ -2,8 +2,9 @@ import { LRUCache } from 'lru-cache'
 import type { Config, Region } from './config.js'
 import { AppError } from './errors.js'
 import { newId } from './ids.js'
-import { connectionAad, type KeyRing } from './store/crypto.js'
-import type { ConnectionPatch, ConnectionRecord, Store } from './store/store.js'
+import { privateKeyProblem, type OAuthSource } from './segment/oauth.js'
+import { connectionAad, oauthKeyAad, type KeyRing } from './store/crypto.js'
+import type { ConnectionPatch, ConnectionRecord, OAuthRecord, Store } from './store/store.js'
 
 export const PASSWORD_WARNING = 'password is documentation only: Segment authenticates with the Write Key as the Basic username and a blank password, so the value was neither stored nor sent'
 
@@ -13,9 +14,19 @@ export interface ConnectionView {
   region: Region
   endpoint?: string
   writeKeyHint: string
+  /** OAuth sources: never the private key. */
+  oauth?: { clientId: string, keyId: string }
   createdAt: string
   updatedAt: string
   warnings?: string[]
+}
+
+/** An OAuth source's credentials as a caller gives them (routes/connections.ts validates the shape). */
+export interface OAuthInput {
+  clientId: string
+  keyId: string
+  privateKey: string
+  authServer?: string
 }
 
 export interface CreateConnectionInput {
@@ -24,6 +35,7 @@ export interface CreateConnectionInput {
   password?: string
   region?: Region
   endpoint?: string
+  oauth?: OAuthInput
 }
 
 /** A connection ready to send: where, and with which (decrypted) Write Key. */
@@ -31,6 +43,8 @@ export interface ResolvedConnection {
   record: ConnectionRecord
   baseUrl: string
   writeKey: string
+  /** Set on OAuth sources: what a token request needs (the private key opened only when one is fetched). */
+  oauth?: OAuthSource
 }
 
 /** At most the last 4 characters, fewer for short keys, so the hint never gives away much of a key. */
@@ -67,6 +81,7 @@ export function toView (record: ConnectionRecord, warnings?: string[]): Connecti
     region: record.region,
     ...(record.endpoint === null ? {} : { endpoint: record.endpoint }),
     writeKeyHint: record.writeKeyHint,
+    ...(record.oauth === undefined ? {} : { oauth: { clientId: record.oauth.clientId, keyId: record.oauth.keyId } }),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
     ...(warnings === undefined ? {} : { warnings })
@@ -105,7 +120,7 @@ export class ConnectionService {
    * query or fragment passes, so `https://api.segment.io@elsewhere` or `https://api.segment.io.`
    * never match an allowlisted `https://api.segment.io`.
    */
-  allowedEndpoint (endpoint: string): string {
+  allowedEndpoint (endpoint: string, path = '/endpoint'): string {
     let url: URL | undefined
     try {
       url = new URL(endpoint)
@@ -119,7 +134,7 @@ export class ConnectionService {
       !endpoint.includes('@') && !/\s/.test(endpoint) && !hasControlCharacter(endpoint) && typedHost === url.hostname
     if (url === undefined || !bare || !this.#segment.allowedEndpoints.includes(url.origin)) {
       throw new AppError('endpoint_not_allowed', 'endpoint is not in the operator\'s SEGMENT_ALLOWED_ENDPOINTS', {
-        errors: [{ path: '/endpoint', message: 'must be one of the base URLs the operator allowed' }]
+        errors: [{ path, message: 'must be one of the base URLs the operator allowed' }]
       })
     }
     return url.origin
@@ -128,6 +143,7 @@ export class ConnectionService {
   async create (workspaceId: string, input: CreateConnectionInput): Promise<ConnectionView> {
     const endpoint = input.endpoint === undefined ? null : this.allowedEndpoint(input.endpoint)
     const id = newId('con')
+    const oauth = input.oauth === undefined ? undefined : await this.#sealOAuth(workspaceId, id, input.oauth, '/oauth')
     const now = new Date().toISOString()
     const record: ConnectionRecord = {
       id,
@@ -137,6 +153,7 @@ export class ConnectionService {
       endpoint,
       writeKeyHint: writeKeyHint(input.writeKey),
       secret: this.#ring.seal(input.writeKey, connectionAad(workspaceId, id)),
+      ...(oauth === undefined ? {} : { oauth }),
       createdAt: now,
       updatedAt: now
     }
@@ -168,6 +185,21 @@ export class ConnectionService {
     return toView(record, warningsFor(password))
   }
 
+  /** Sets or rotates the OAuth credentials; the caller forgets the connection's cached token. */
+  async setOAuth (workspaceId: string, id: string, input: OAuthInput): Promise<ConnectionView> {
+    const oauth = await this.#sealOAuth(workspaceId, id, input, '')
+    const record = await this.#store.replaceOAuth(workspaceId, id, oauth, new Date().toISOString())
+    if (record === undefined) throw notFound()
+    return toView(record)
+  }
+
+  /** Removes the OAuth credentials (calls go back to Basic auth); a connection without them is left as it is. */
+  async removeOAuth (workspaceId: string, id: string): Promise<ConnectionView> {
+    const record = await this.#store.replaceOAuth(workspaceId, id, null, new Date().toISOString())
+    if (record === undefined) throw notFound()
+    return toView(record)
+  }
+
   async delete (workspaceId: string, id: string): Promise<void> {
     if (!await this.#store.deleteConnection(workspaceId, id)) throw notFound()
   }
@@ -179,7 +211,41 @@ export class ConnectionService {
   ready (record: ConnectionRecord | null | undefined): ResolvedConnection {
     if (record === null || record === undefined) throw notFound()
     const baseUrl = record.endpoint === null ? this.#segment.baseUrls[record.region] : this.allowedEndpoint(record.endpoint)
-    return { record, baseUrl, writeKey: this.#open(record) }
+    const resolved: ResolvedConnection = { record, baseUrl, writeKey: this.#open(record) }
+    if (record.oauth !== undefined) resolved.oauth = this.#oauthSource(record, record.oauth)
+    return resolved
+  }
+
+  /** What a token request of this connection needs; a custom token server must still be allowlisted. */
+  #oauthSource (record: ConnectionRecord, oauth: OAuthRecord): OAuthSource {
+    return {
+      connectionId: record.id,
+      clientId: oauth.clientId,
+      keyId: oauth.keyId,
+      authServer: oauth.authServer === null ? this.#segment.oauthUrls[record.region] : this.allowedEndpoint(oauth.authServer, '/oauth/authServer'),
+      sealed: oauth.privateKey.sealed,
+      privateKey: () => this.#ring.open(oauth.privateKey, oauthKeyAad(record.workspaceId, record.id))
+    }
+  }
+
+  /**
+   * Checks OAuth credentials as given and seals the private key; `pointer` is where they sit in
+   * the request body, for the 400's paths. The key is never quoted in an answer.
+   */
+  async #sealOAuth (workspaceId: string, id: string, input: OAuthInput, pointer: string): Promise<OAuthRecord> {
+    const authServer = input.authServer === undefined ? null : this.allowedEndpoint(input.authServer, `${pointer}/authServer`)
+    const problem = await privateKeyProblem(input.privateKey)
+    if (problem !== undefined) {
+      throw new AppError('invalid_request', 'the OAuth private key is not a PKCS#8 PEM RSA private key', {
+        errors: [{ path: `${pointer}/privateKey`, message: problem }]
+      })
+    }
+    return {
+      clientId: input.clientId,
+      keyId: input.keyId,
+      authServer,
+      privateKey: this.#ring.seal(input.privateKey.trim(), oauthKeyAad(workspaceId, id))
+    }
   }
 
   /** How many opened Write Keys are in memory (for tests). */

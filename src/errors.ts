@@ -18,6 +18,7 @@ export const errorTable = {
   rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Internal error' },
   segment_rejected: { status: 502, title: 'Segment rejected the request' },
+  segment_auth_failed: { status: 502, title: 'Segment refused the OAuth client assertion' },
   segment_unavailable: { status: 503, title: 'Segment unavailable' },
   overloaded: { status: 503, title: 'Service overloaded' },
   store_unavailable: { status: 503, title: 'Store unavailable' },
@@ -47,6 +48,8 @@ export interface ProblemExtras {
   messageId?: string
   /** The same for batch-send, in item order. */
   messageIds?: string[]
+  /** OAuth sources: the `error` code of Segment's token endpoint (segment_auth_failed). */
+  oauthError?: string
 }
 
 export class AppError extends Error {
@@ -105,6 +108,8 @@ export const ProblemSchema = Type.Object({
   messageIds: Type.Optional(Type.Array(Type.String(), {
     description: 'The same for batch-send: the messageId of each item, in item order.'
   }))
+,
+  oauthError: Type.Optional(Type.String({ description: 'OAuth sources: the `error` code Segment\'s token endpoint answered (segment_auth_failed), e.g. invalid_client', examples: ['invalid_client'] }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
 /** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */

@@ -12,6 +12,7 @@ import { STEADY_ENV, fuzzRuns, fuzzSeed, problemViolation } from './support/brea
 import { freshPostgresUrl, postgresSkip } from './support/postgres.js'
 import type { FakeSegment } from './fake-segment.js'
 import { createToken } from '../src/workspaces.js'
+import { testKeys } from './support/oauth.js'
 
 const seed = fuzzSeed()
 t.comment(`fuzz seed ${seed}: rerun with FUZZ_SEED=${seed}`)
@@ -24,6 +25,7 @@ const nonEmpty = (v: unknown): boolean => typeof v === 'string' && v.length > 0
 const codePoints = (s: string): number => [...s].length
 const onlyKeys = (v: Json, keys: string[]): boolean => Object.keys(v).every((k) => keys.includes(k))
 const WRITE_KEY = /^[!-9;-~]{1,256}$/
+const OAUTH_ID = /^[!-~]{1,256}$/
 
 // Necessary conditions for a body the service may accept (the service's own ajv schemas are the
 // real definition; these are written independently of them, from design/api.md).
@@ -196,6 +198,22 @@ const routes: Route[] = [
       fields: { writeKey: 'string', password: 'string' }
     }
   },
+  {
+    name: 'set oauth',
+    method: 'PUT',
+    path: '/v1/connections/:connectionId/oauth',
+    auth: 'workspace',
+    ok: 200,
+    body: {
+      // One real key: any change to it makes it unusable (400), which the check below expects.
+      valid: fc.record({ clientId: fc.stringMatching(/^[!-~]{1,64}$/), keyId: fc.stringMatching(/^[!-~]{1,64}$/), privateKey: fc.constant(testKeys().privateKey), authServer: fc.constant('ENDPOINT') }, { requiredKeys: ['clientId', 'keyId', 'privateKey'] }),
+      check: (v) => isObject(v) && onlyKeys(v, ['clientId', 'keyId', 'privateKey', 'authServer']) &&
+        typeof v.clientId === 'string' && OAUTH_ID.test(v.clientId) && typeof v.keyId === 'string' && OAUTH_ID.test(v.keyId) &&
+        typeof v.privateKey === 'string' && v.privateKey.trim() === testKeys().privateKey.trim() && (!('authServer' in v) || typeof v.authServer === 'string'),
+      fields: { clientId: 'string', keyId: 'string', privateKey: 'string', authServer: 'string' }
+    }
+  },
+  { name: 'remove oauth', method: 'DELETE', path: '/v1/connections/:connectionId/oauth', auth: 'workspace', ok: 200 },
   { name: 'delete connection', method: 'DELETE', path: '/v1/connections/:connectionId', auth: 'workspace', ok: 204 },
   ...([
     ['track-event', 'track', { event: 'string', properties: 'object' }],

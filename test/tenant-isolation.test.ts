@@ -6,6 +6,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { adminAuth, createConnection, createWorkspace, resolveConnection, type TestWorkspace } from './helper.js'
 import { setupActions, WRITE_KEY } from './support/actions.js'
 import { STEADY_ENV } from './support/break.js'
+import { testKeys } from './support/oauth.js'
 import { hashToken } from '../src/tokens.js'
 
 const NEVER = 'con_0000000000000000000000'
@@ -29,6 +30,9 @@ function requests (id: string): Array<Omit<InjectOptions, 'headers'> & { label: 
     { label: 'PATCH invalid', method: 'PATCH', url: `/v1/connections/${id}`, payload: { region: 'mars' } },
     { label: 'PUT write-key', method: 'PUT', url: `/v1/connections/${id}/write-key`, payload: { writeKey: 'attacker-key-0000' } },
     { label: 'PUT write-key with password', method: 'PUT', url: `/v1/connections/${id}/write-key`, payload: { writeKey: 'attacker-key-0000', password: 'p' } },
+    { label: 'PUT oauth', method: 'PUT', url: `/v1/connections/${id}/oauth`, payload: { clientId: 'attacker-app', keyId: 'attacker-key', privateKey: testKeys().privateKey } },
+    { label: 'PUT oauth invalid', method: 'PUT', url: `/v1/connections/${id}/oauth`, payload: { clientId: 'attacker-app', keyId: 'attacker-key', privateKey: 'not a key' } },
+    { label: 'DELETE oauth', method: 'DELETE', url: `/v1/connections/${id}/oauth` },
     { label: 'DELETE', method: 'DELETE', url: `/v1/connections/${id}` }
   ]
   for (const [action, body] of Object.entries(ACTIONS)) {
@@ -54,14 +58,14 @@ async function snapshot (app: FastifyInstance, workspace: TestWorkspace, ids: st
   const each = await Promise.all(ids.map(async (id) => (await app.inject({ method: 'GET', url: `/v1/connections/${id}`, headers: workspace.auth })).json()))
   const keys = await Promise.all(ids.map(async (id) => {
     const resolved = await resolveConnection(app, workspace.id, id)
-    return { writeKey: resolved.writeKey, baseUrl: resolved.baseUrl }
+    return { writeKey: resolved.writeKey, baseUrl: resolved.baseUrl, oauth: resolved.oauth === undefined ? undefined : { ...resolved.oauth, privateKey: resolved.oauth.privateKey() } }
   }))
   return { list: list.json(), each, keys }
 }
 
 t.test('B on every route with each of A\'s connection ids: exactly the never-existing 404, nothing changes', async (t) => {
   const { app, fake, workspace: a, connectionId } = await setupActions(t, STEADY_ENV)
-  const second = await createConnection(app, a, { name: 'A second', writeKey: 'wk_a_second_0000', region: 'eu' })
+  const second = await createConnection(app, a, { name: 'A second', writeKey: 'wk_a_second_0000', region: 'eu', oauth: { clientId: 'a-app', keyId: 'a-key', privateKey: testKeys().privateKey } })
   const aIds = [connectionId, second.id]
   const b = await createWorkspace(app, 'B')
   const bOwn = await createConnection(app, b, { name: 'B own', writeKey: 'wk_b_own_00000000' })

@@ -96,7 +96,9 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         connectionId,
         idempotencyKey,
         maxEventBytes: config.segment.maxEventBytes,
-        maxBatchBytes: config.segment.maxBatchBytes
+        maxBatchBytes: config.segment.maxBatchBytes,
+        // OAuth sources: the Write Key in the body too, counted in the limits.
+        bodyWriteKey: connection.oauth === undefined ? undefined : connection.writeKey
       })
       fields.events = upstream.events
       fields.bytes = upstream.bytes
@@ -125,6 +127,8 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         baseUrl: connection.baseUrl,
         path: upstream.path,
         writeKey: connection.writeKey,
+        // OAuth sources: a bearer token instead of Basic (segment/oauth.ts).
+        credentials: connection.oauth === undefined ? undefined : app.oauth.credentials(connection.oauth, connection.writeKey),
         render: upstream.render,
         signal: callerGone(reply.raw)
       }, {

@@ -30,6 +30,32 @@ const Endpoint = Type.String({
   examples: ['https://segment-proxy.example.com']
 })
 const Name = Type.String({ minLength: 1, maxLength: 200 })
+
+// OAuth sources (design/api.md § OAuth sources).
+const OAuthIdentifier = (description: string, example: string) =>
+  Type.String({ minLength: 1, maxLength: 256, pattern: '^[!-~]+$', description, examples: [example] })
+const EXAMPLE_PRIVATE_KEY = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC…\n-----END PRIVATE KEY-----\n'
+export const OAuthInput = Type.Object({
+  clientId: OAuthIdentifier('The OAuth app\'s id (Segment: Settings > Workspace settings > Access Management > OAuth application); the assertion\'s iss and sub.', '2Xyzabc123OAuthAppId'),
+  keyId: OAuthIdentifier('The id Segment shows for the public key uploaded to the OAuth app; the assertion\'s kid.', '2XyzKeyId456'),
+  privateKey: Type.String({
+    minLength: 1,
+    maxLength: 16384,
+    description: 'The private key matching that public key: PKCS#8 PEM (-----BEGIN PRIVATE KEY-----), RSA, at least 2048 bits, unencrypted. Stored encrypted; never returned or logged.'
+  }),
+  authServer: Type.Optional(Type.String({
+    maxLength: 2048,
+    description: 'A custom token server base URL, accepted only when listed in SEGMENT_ALLOWED_ENDPOINTS. Default: SEGMENT_OAUTH_URL (us, https://oauth2.segment.io) or SEGMENT_EU_OAUTH_URL (eu, https://oauth2.eu1.segmentapis.com), by the connection\'s region.'
+  }))
+}, {
+  additionalProperties: false,
+  description: 'OAuth 2.0 for a source whose workspace enforces it: tokens by the client-credentials grant with an RS256 client assertion; upstream requests then carry Authorization: Bearer and the Write Key as writeKey in the body.',
+  examples: [{ clientId: '2Xyzabc123OAuthAppId', keyId: '2XyzKeyId456', privateKey: EXAMPLE_PRIVATE_KEY }]
+})
+const OAuthView = Type.Object({
+  clientId: Type.String(),
+  keyId: Type.String()
+}, { description: 'Set on OAuth sources; never the private key.' })
 const Timestamp = Type.String({ format: 'date-time' })
 
 export const Connection = Type.Object({
@@ -38,6 +64,7 @@ export const Connection = Type.Object({
   region: Region,
   endpoint: Type.Optional(Type.String()),
   writeKeyHint: Type.String({ description: 'At most the last 4 characters of the Write Key', examples: ['…b1a0'] }),
+  oauth: Type.Optional(OAuthView),
   createdAt: Timestamp,
   updatedAt: Timestamp,
   warnings: Type.Optional(Type.Array(Type.String()))
@@ -63,7 +90,8 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
         writeKey: WriteKey,
         password: Type.Optional(Password),
         region: Type.Optional(Region),
-        endpoint: Type.Optional(Endpoint)
+        endpoint: Type.Optional(Endpoint),
+        oauth: Type.Optional(OAuthInput)
       }, { additionalProperties: false, examples: [{ name: 'Client A production', writeKey: '9f8e7d6c5b4a39281706f5e4d3c2b1a0', region: 'us' }] }),
       response: { 201: Connection, ...problemResponses(400, 401, 413, 415, 429, 503) }
     }
@@ -124,6 +152,35 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => await app.connections.rotateWriteKey(request.workspaceId, request.params.connectionId, request.body.writeKey, request.body.password))
 
+  app.put('/v1/connections/:connectionId/oauth', {
+    schema: {
+      tags: ['connections'],
+      summary: 'Set or rotate OAuth credentials; the very next action uses the new key and a new token',
+      security,
+      params: ConnectionIdParams,
+      body: OAuthInput,
+      response: { 200: Connection, ...problemResponses(400, 401, 404, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const view = await app.connections.setOAuth(request.workspaceId, request.params.connectionId, request.body)
+    app.oauth.forget(view.id)
+    return view
+  })
+
+  app.delete('/v1/connections/:connectionId/oauth', {
+    schema: {
+      tags: ['connections'],
+      summary: 'Remove OAuth credentials; calls go back to Basic auth with the Write Key',
+      security,
+      params: ConnectionIdParams,
+      response: { 200: Connection, ...problemResponses(401, 404, 429, 503) }
+    }
+  }, async (request) => {
+    const view = await app.connections.removeOAuth(request.workspaceId, request.params.connectionId)
+    app.oauth.forget(view.id)
+    return view
+  })
+
   app.delete('/v1/connections/:connectionId', {
     schema: {
       tags: ['connections'],
@@ -134,6 +191,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     await app.connections.delete(request.workspaceId, request.params.connectionId)
+    app.oauth.forget(request.params.connectionId)
     return reply.code(204).send(null)
   })
 }

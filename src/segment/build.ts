@@ -10,6 +10,8 @@ export interface BuildOptions {
   idempotencyKey?: string | undefined
   maxEventBytes: number
   maxBatchBytes: number
+  /** OAuth sources: the Write Key goes in the body as `writeKey` (before `sentAt`), and counts towards the limits. */
+  bodyWriteKey?: string | undefined
 }
 
 export interface UpstreamRequest {
@@ -71,7 +73,7 @@ function buildSingle (path: string, body: Json, nextId: (index: number) => strin
   // Encoded once: the buffer's length is the exact size, and each attempt copies it.
   const encoded = Buffer.from(JSON.stringify(event))
   // Without its closing brace, which comes with sentAt.
-  const head = encoded.subarray(0, -1)
+  const head = withBodyWriteKey(encoded.subarray(0, -1), options.bodyWriteKey)
   const bytes = head.length + sentAtTailBytes
   if (bytes > options.maxEventBytes) {
     throw new AppError('payload_too_large', `The event is ${bytes} bytes; Segment accepts at most ${options.maxEventBytes}.`, {
@@ -120,6 +122,7 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
   out.write(']')
   const restJson = JSON.stringify(rest)
   if (restJson !== '{}') out.write(',' + restJson.slice(1, -1))
+  if (options.bodyWriteKey !== undefined) out.write(writeKeyField(options.bodyWriteKey))
 
   // The closing brace comes with sentAt.
   const bytes = out.length + sentAtTailBytes
@@ -133,6 +136,15 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
   }
   const head = out.bytes()
   return { path, messageIds, events: items.length, bytes, render: (sentAt) => withSentAt(head, sentAt) }
+}
+
+/** OAuth sources: `,"writeKey":"…"` after the event's own fields, as Segment's Node library sends it. */
+function writeKeyField (writeKey: string): string {
+  return ',"writeKey":' + JSON.stringify(writeKey)
+}
+
+function withBodyWriteKey (head: Buffer, writeKey: string | undefined): Buffer {
+  return writeKey === undefined ? head : Buffer.concat([head, Buffer.from(writeKeyField(writeKey))])
 }
 
 /** UTF-8 appended in place to one buffer that doubles when full. */

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { Pool, type Dispatcher } from 'undici'
 import { AppError } from '../errors.js'
+import { basicCredentials, type UpstreamCredentials } from './credentials.js'
 import { backoffDelay, isRetryableStatus, parseRetryAfter } from './retry.js'
 
 export interface SegmentClientOptions {
@@ -23,6 +24,8 @@ export interface SendRequest {
   /** Segment path, e.g. `/v1/batch`. */
   path: string
   writeKey: string
+  /** How to authenticate; Basic with `writeKey` when absent. OAuth sources pass oauth.ts's credentials. */
+  credentials?: UpstreamCredentials
   /** Called once per attempt; same events and messageIds each time, only sentAt changes. */
   render: (sentAt: Date) => Buffer
   /** The caller gave up (e.g. the client disconnected): stop at once, rejecting with its reason. */
@@ -91,14 +94,18 @@ export class SegmentClient {
     const deadline = performance.now() + deadlineMs
     const url = this.#target(request.baseUrl, request.path)
     const dispatcher = this.#dispatcher(url.origin)
-    const authorization = 'Basic ' + Buffer.from(request.writeKey + ':').toString('base64')
-    // What an error body must never echo back to our caller; only read when there is one.
-    const secrets = (): string[] => [request.writeKey, authorization.slice('Basic '.length)].filter((s) => s.length > 0)
+    const credentials = request.credentials ?? basicCredentials(request.writeKey)
+    // OAuth sources: a 401/403 drops the token and is retried once at once with a new one.
+    const bearer = credentials.scheme === 'bearer'
+    let refusedTokenRetried = false
 
     let lastStatus: number | undefined
     let lastRetryAfterMs: number | undefined
     for (let attempt = 1; ; attempt++) {
-      const timeoutMs = attempt === 1 ? Math.min(attemptTimeoutMs, deadlineMs) : attemptTimeoutMs
+      const pendingAuthorization = credentials.authorization(deadline, request.signal)
+      const authorization = typeof pendingAuthorization === 'string' ? pendingAuthorization : await pendingAuthorization
+      // Fetching a token may have used some of the deadline: the attempt gets only what is left.
+      const timeoutMs = Math.min(attempt === 1 ? Math.min(attemptTimeoutMs, deadlineMs) : attemptTimeoutMs, Math.max(1, Math.ceil(deadline - performance.now())))
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         authorization,
@@ -115,7 +122,7 @@ export class SegmentClient {
         body: request.render(new Date()),
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs
-      }, timeoutMs, secrets, request.signal)
+      }, timeoutMs, credentials.secrets, request.signal)
       hooks.onAttempt?.({
         attempt,
         status: outcome.kind === 'response' ? outcome.status : outcome.kind,
@@ -124,10 +131,14 @@ export class SegmentClient {
       })
 
       let failure: string
+      let refusedToken = false
       if (outcome.kind === 'response') {
         const { status } = outcome
         if (status >= 200 && status < 300) return { upstreamStatus: status, attempts: attempt }
-        if (!isRetryableStatus(status)) {
+        if (bearer && (status === 401 || status === 403 || status === 511)) credentials.refused(authorization)
+        refusedToken = bearer && (status === 401 || status === 403) && !refusedTokenRetried &&
+          attempt < maxAttempts && performance.now() + attemptTimeoutMs <= deadline
+        if (!refusedToken && !isRetryableStatus(status) && !(bearer && status === 511)) {
           throw new AppError('segment_rejected', `Segment answered ${status} to POST ${request.path}; retrying cannot fix it.`, {
             upstreamStatus: status, upstreamBody: outcome.excerpt, attempts: attempt
           })
@@ -154,7 +165,8 @@ export class SegmentClient {
         lastRetryAfterMs === undefined ? defaultRetryAfterSeconds : Math.max(1, Math.ceil(lastRetryAfterMs / 1000)))
 
       if (attempt >= maxAttempts) throw unavailable(`${attempt} attempt${attempt === 1 ? '' : 's'} failed`)
-      const waitMs = lastRetryAfterMs ?? backoffDelay(attempt, this.#options.random)
+      if (refusedToken) refusedTokenRetried = true
+      const waitMs = refusedToken ? 0 : lastRetryAfterMs ?? backoffDelay(attempt, this.#options.random)
       if (performance.now() + waitMs + attemptTimeoutMs > deadline) {
         throw unavailable(`no retry could finish within the ${deadlineMs} ms deadline after ${attempt} attempt${attempt === 1 ? '' : 's'}`)
       }

@@ -71,6 +71,14 @@ export function connectionAad (workspaceId: string, connectionId: string): strin
   return `segment-forwarder/write-key/v1\0${workspaceId}\0${connectionId}`
 }
 
+/**
+ * Associated data for an OAuth source's private key: the same binding to workspace and connection
+ * as the Write Key's, under its own label, so neither ciphertext opens in the other's column.
+ */
+export function oauthKeyAad (workspaceId: string, connectionId: string): string {
+  return `segment-forwarder/oauth-private-key/v1\0${workspaceId}\0${connectionId}`
+}
+
 export const CANARY_META_KEY = 'keyring-canary'
 export const CANARY_AAD = 'segment-forwarder/canary/v1'
 export const CANARY_PLAINTEXT = 'segment-forwarder canary'

@@ -61,5 +61,18 @@ export const migrations: ReadonlyArray<{ version: number, name: string, statemen
       )`,
       'CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at)'
     ]
+  },
+  {
+    // OAuth sources. All null on a Write Key connection;
+    // the private key sealed like the Write Key, under its own key id column so rewrap can swap it.
+    version: 3,
+    name: 'connections: OAuth credentials',
+    statements: [
+      'ALTER TABLE connections ADD COLUMN oauth_client_id TEXT',
+      'ALTER TABLE connections ADD COLUMN oauth_key_id TEXT',
+      'ALTER TABLE connections ADD COLUMN oauth_auth_server TEXT',
+      'ALTER TABLE connections ADD COLUMN oauth_private_key_kid TEXT',
+      'ALTER TABLE connections ADD COLUMN oauth_private_key_sealed {blob}'
+    ]
   }
 ]

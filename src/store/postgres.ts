@@ -2,9 +2,9 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
-import { CONNECTION_COLUMNS, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
+import { CONNECTION_COLUMNS, oauthValues, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
-import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
+import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, OAuthRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 type PostgresConfig = Extract<Config['database'], { kind: 'postgres' }>
 
@@ -223,8 +223,8 @@ export class PostgresStore implements Store {
 
   async createConnection (c: ConnectionRecord): Promise<void> {
     await this.#query({
-      text: `INSERT INTO connections (${CONNECTION_COLUMN_LIST}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      values: [c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt]
+      text: `INSERT INTO connections (${CONNECTION_COLUMN_LIST}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+      values: [c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt, ...oauthValues(c.oauth)]
     })
   }
 
@@ -278,6 +278,18 @@ export class PostgresStore implements Store {
     if (impossibleId(id)) return false
     const result = await this.#query({ text: 'DELETE FROM connections WHERE id = $1 AND workspace_id = $2', values: [id, workspaceId] })
     return result.rowCount === 1
+  }
+
+  async replaceOAuth (workspaceId: string, id: string, oauth: OAuthRecord | null, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    if (impossibleId(id)) return undefined
+    const result = await this.#query<ConnectionRow>({
+      text: `UPDATE connections SET oauth_client_id = $1, oauth_key_id = $2, oauth_auth_server = $3,
+          oauth_private_key_kid = $4, oauth_private_key_sealed = $5, updated_at = $6
+        WHERE id = $7 AND workspace_id = $8 RETURNING ${CONNECTION_COLUMN_LIST}`,
+      values: [...oauthValues(oauth), updatedAt, id, workspaceId]
+    })
+    const row = result.rows[0]
+    return row === undefined ? undefined : toConnection(row)
   }
 
   // Paging needs only `>` and ORDER BY to agree; with the column's own collation both do, and
@@ -337,6 +349,24 @@ export class PostgresStore implements Store {
       name: 'complete-idempotency-key',
       text: `UPDATE idempotency_keys SET state = 'done', answer = $6, expires_at = $7 WHERE ${IDEMPOTENCY_KEY} AND owner = $5 AND state = 'running'`,
       values: [id.workspaceId, id.connectionId, id.action, id.keyHash, owner, answer, expiresAt]
+    })
+    return result.rowCount === 1
+  }
+
+  async listSealedOAuth (afterId: string, limit: number): Promise<SealedRow[]> {
+    const result = await this.#query<{ id: string, workspace_id: string, oauth_private_key_kid: string, oauth_private_key_sealed: Buffer }>({
+      text: `SELECT id, workspace_id, oauth_private_key_kid, oauth_private_key_sealed FROM connections
+        WHERE id > $1 AND oauth_private_key_sealed IS NOT NULL ORDER BY id LIMIT $2`,
+      values: [afterId, limit]
+    })
+    return result.rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.oauth_private_key_kid, sealed: row.oauth_private_key_sealed } }))
+  }
+
+  async swapSealedOAuth (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
+    const result = await this.#query({
+      text: `UPDATE connections SET oauth_private_key_kid = $1, oauth_private_key_sealed = $2
+        WHERE id = $3 AND oauth_private_key_kid = $4 AND oauth_private_key_sealed = $5`,
+      values: [next.kid, next.sealed, id, expected.kid, expected.sealed]
     })
     return result.rowCount === 1
   }

@@ -1,4 +1,4 @@
-import { CANARY_AAD, CANARY_META_KEY, connectionAad, type KeyRing } from './crypto.js'
+import { CANARY_AAD, CANARY_META_KEY, connectionAad, oauthKeyAad, type KeyRing } from './crypto.js'
 import type { SealedSecret, Store } from './store.js'
 
 export interface RewrapProgress {
@@ -11,7 +11,7 @@ export interface RewrapProgress {
 const PAGE = 200
 
 /**
- * Re-seals every Write Key (and the canary) under the ring's primary key. Each row is a
+ * Re-seals every Write Key, every OAuth private key (and the canary) under the ring's primary key. Each row is a
  * compare-and-set, so it is safe to interrupt, to rerun, and to run while replicas rotate keys.
  */
 export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progress: RewrapProgress) => void): Promise<RewrapProgress> {
@@ -42,7 +42,32 @@ export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progres
     after = rows[rows.length - 1]!.id
     onProgress?.({ ...progress })
   }
+  await rewrapOAuthKeys(store, ring, progress, onProgress)
   return progress
+}
+
+/** OAuth sources (migration 3): their private keys, as the Write Keys above, counted with them. */
+async function rewrapOAuthKeys (store: Store, ring: KeyRing, progress: RewrapProgress, onProgress?: (progress: RewrapProgress) => void): Promise<void> {
+  let after = ''
+  for (;;) {
+    const rows = await store.listSealedOAuth(after, PAGE)
+    if (rows.length === 0) break
+    for (const row of rows) {
+      progress.scanned++
+      const aad = oauthKeyAad(row.workspaceId, row.id)
+      let current: SealedSecret | undefined = row.secret
+      for (let tries = 0; current !== undefined && !ring.isCurrent(current) && tries < 5; tries++) {
+        if (await store.swapSealedOAuth(row.id, current, reseal(ring, current, aad))) {
+          progress.rewrapped++
+          break
+        }
+        progress.raced++
+        current = (await store.getConnection(row.workspaceId, row.id))?.oauth?.privateKey
+      }
+    }
+    after = rows[rows.length - 1]!.id
+    onProgress?.({ ...progress })
+  }
 }
 
 function reseal (ring: KeyRing, secret: SealedSecret, aad: string): SealedSecret {

@@ -1,4 +1,4 @@
-import type { ConnectionRecord, TokenWithConnection } from './store.js'
+import type { ConnectionRecord, OAuthRecord, TokenWithConnection } from './store.js'
 
 /** A `connections` row as both stores read it (the column names of migrations.ts). */
 export interface ConnectionRow {
@@ -12,10 +12,15 @@ export interface ConnectionRow {
   write_key_sealed: Buffer
   created_at: string
   updated_at: string
+  oauth_client_id: string | null
+  oauth_key_id: string | null
+  oauth_auth_server: string | null
+  oauth_private_key_kid: string | null
+  oauth_private_key_sealed: Buffer | null
 }
 
 export function toConnection (row: ConnectionRow): ConnectionRecord {
-  return {
+  const record: ConnectionRecord = {
     id: row.id,
     workspaceId: row.workspace_id,
     name: row.name,
@@ -26,10 +31,27 @@ export function toConnection (row: ConnectionRow): ConnectionRecord {
     createdAt: row.created_at,
     updatedAt: row.updated_at
   }
+  if (row.oauth_client_id !== null && row.oauth_private_key_sealed !== null) {
+    record.oauth = {
+      clientId: row.oauth_client_id,
+      keyId: row.oauth_key_id ?? '',
+      authServer: row.oauth_auth_server,
+      privateKey: { kid: row.oauth_private_key_kid ?? '', sealed: row.oauth_private_key_sealed }
+    }
+  }
+  return record
+}
+
+/** The OAuth columns of a connection row for an INSERT or UPDATE, in CONNECTION_COLUMNS order; all null without OAuth. */
+export function oauthValues (oauth: OAuthRecord | null | undefined): [string | null, string | null, string | null, string | null, Buffer | null] {
+  return oauth == null
+    ? [null, null, null, null, null]
+    : [oauth.clientId, oauth.keyId, oauth.authServer, oauth.privateKey.kid, oauth.privateKey.sealed]
 }
 
 /** The columns of a `connections` row, in the order of migrations.ts. */
-export const CONNECTION_COLUMNS = ['id', 'workspace_id', 'name', 'region', 'endpoint', 'write_key_hint', 'key_id', 'write_key_sealed', 'created_at', 'updated_at'] as const
+export const CONNECTION_COLUMNS = ['id', 'workspace_id', 'name', 'region', 'endpoint', 'write_key_hint', 'key_id', 'write_key_sealed', 'created_at', 'updated_at',
+  'oauth_client_id', 'oauth_key_id', 'oauth_auth_server', 'oauth_private_key_kid', 'oauth_private_key_sealed'] as const
 
 /**
  * The SELECT of `findTokenWithConnection`, the same on both stores but for the placeholders: a

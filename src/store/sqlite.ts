@@ -2,8 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { migrations } from './migrations.js'
-import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
-import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
+import { oauthValues, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
+import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, OAuthRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
 const WORKSPACE_COLUMNS = 'id, name, created_at AS createdAt'
 // Built once: every action runs it. Positional parameters, bound in the order they appear (the
@@ -95,9 +95,10 @@ export class SqliteStore implements Store {
   }
 
   async createConnection (c: ConnectionRecord): Promise<void> {
-    this.#statement(`INSERT INTO connections (id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt)
+    this.#statement(`INSERT INTO connections (id, workspace_id, name, region, endpoint, write_key_hint, key_id, write_key_sealed, created_at, updated_at,
+        oauth_client_id, oauth_key_id, oauth_auth_server, oauth_private_key_kid, oauth_private_key_sealed)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(c.id, c.workspaceId, c.name, c.region, c.endpoint, c.writeKeyHint, c.secret.kid, c.secret.sealed, c.createdAt, c.updatedAt, ...oauthValues(c.oauth))
   }
 
   async listConnections (workspaceId: string): Promise<ConnectionRecord[]> {
@@ -138,6 +139,14 @@ export class SqliteStore implements Store {
 
   async deleteConnection (workspaceId: string, id: string): Promise<boolean> {
     return this.#statement('DELETE FROM connections WHERE id = ? AND workspace_id = ?').run(id, workspaceId).changes === 1
+  }
+
+  async replaceOAuth (workspaceId: string, id: string, oauth: OAuthRecord | null, updatedAt: string): Promise<ConnectionRecord | undefined> {
+    const row = this.#statement(`UPDATE connections SET oauth_client_id = ?, oauth_key_id = ?, oauth_auth_server = ?,
+        oauth_private_key_kid = ?, oauth_private_key_sealed = ?, updated_at = ?
+      WHERE id = ? AND workspace_id = ? RETURNING *`)
+      .get(...oauthValues(oauth), updatedAt, id, workspaceId) as ConnectionRow | undefined
+    return row === undefined ? undefined : toConnection(row)
   }
 
   async listSealed (afterId: string, limit: number): Promise<SealedRow[]> {
@@ -185,6 +194,20 @@ export class SqliteStore implements Store {
     return this.#statement(`DELETE FROM idempotency_keys WHERE rowid IN
         (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`)
       .run(now, limit).changes
+  }
+
+  async listSealedOAuth (afterId: string, limit: number): Promise<SealedRow[]> {
+    const rows = this.#statement(`SELECT id, workspace_id, oauth_private_key_kid, oauth_private_key_sealed FROM connections
+      WHERE id > ? AND oauth_private_key_sealed IS NOT NULL ORDER BY id LIMIT ?`)
+      .all(afterId, limit) as Array<{ id: string, workspace_id: string, oauth_private_key_kid: string, oauth_private_key_sealed: Buffer }>
+    return rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.oauth_private_key_kid, sealed: row.oauth_private_key_sealed } }))
+  }
+
+  async swapSealedOAuth (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
+    const result = this.#statement(`UPDATE connections SET oauth_private_key_kid = ?, oauth_private_key_sealed = ?
+      WHERE id = ? AND oauth_private_key_kid = ? AND oauth_private_key_sealed = ?`)
+      .run(next.kid, next.sealed, id, expected.kid, expected.sealed)
+    return result.changes === 1
   }
 
   async getMeta (key: string): Promise<SealedSecret | undefined> {

@@ -21,6 +21,15 @@ export interface SealedSecret {
   sealed: Buffer
 }
 
+/** An OAuth source's app credentials (migration 3); the private key sealed like the Write Key. */
+export interface OAuthRecord {
+  clientId: string
+  keyId: string
+  /** A custom token server (allowlisted base URL); null: the region's default. */
+  authServer: string | null
+  privateKey: SealedSecret
+}
+
 export interface ConnectionRecord {
   id: string
   workspaceId: string
@@ -29,6 +38,8 @@ export interface ConnectionRecord {
   endpoint: string | null
   writeKeyHint: string
   secret: SealedSecret
+  /** Set only on OAuth sources. */
+  oauth?: OAuthRecord
   createdAt: string
   updatedAt: string
 }
@@ -99,6 +110,8 @@ export interface Store {
   updateConnection: (workspaceId: string, id: string, patch: ConnectionPatch, updatedAt: string) => Promise<ConnectionRecord | undefined>
   replaceWriteKey: (workspaceId: string, id: string, secret: SealedSecret, writeKeyHint: string, updatedAt: string) => Promise<ConnectionRecord | undefined>
   deleteConnection: (workspaceId: string, id: string) => Promise<boolean>
+  /** Sets (or, with null, removes) a connection's OAuth credentials; undefined when there is no such connection. */
+  replaceOAuth: (workspaceId: string, id: string, oauth: OAuthRecord | null, updatedAt: string) => Promise<ConnectionRecord | undefined>
 
   /** Every connection's sealed secret, ordered by id, after `afterId`, at most `limit`; for rewrap. */
   listSealed: (afterId: string, limit: number) => Promise<SealedRow[]>
@@ -117,6 +130,10 @@ export interface Store {
   releaseIdempotencyKey: (id: IdempotencyKeyId, owner: string) => Promise<boolean>
   /** Deletes at most `limit` rows expired at `now`, oldest first; returns how many. */
   purgeIdempotencyKeys: (now: number, limit: number) => Promise<number>
+  /** As listSealed, for the OAuth private keys (connections without OAuth are skipped). */
+  listSealedOAuth: (afterId: string, limit: number) => Promise<SealedRow[]>
+  /** As swapSealed, for an OAuth private key. */
+  swapSealedOAuth: (id: string, expected: SealedSecret, next: SealedSecret) => Promise<boolean>
 
   getMeta: (key: string) => Promise<SealedSecret | undefined>
   setMeta: (key: string, value: SealedSecret, expected?: SealedSecret) => Promise<boolean>
