@@ -107,8 +107,7 @@ export const ProblemSchema = Type.Object({
   })),
   messageIds: Type.Optional(Type.Array(Type.String(), {
     description: 'The same for batch-send: the messageId of each item, in item order.'
-  }))
-,
+  })),
   oauthError: Type.Optional(Type.String({ description: 'OAuth sources: the `error` code Segment\'s token endpoint answered (segment_auth_failed), e.g. invalid_client', examples: ['invalid_client'] }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
