@@ -10,6 +10,8 @@ export interface RequestLogFields {
   bytes?: number
   upstreamStatus?: number
   attempts?: number
+  /** Events in the upstream request that carried this action (1 alone; more when joined). */
+  upstreamEvents?: number
   code?: string
   dryRun?: boolean
 }
@@ -52,6 +54,7 @@ export default fp(async (app) => {
       bytes: fields.bytes,
       upstreamStatus: fields.upstreamStatus,
       attempts: fields.attempts,
+      upstreamEvents: fields.upstreamEvents,
       code: fields.code,
       dryRun: fields.dryRun,
       durationMs: Math.round(reply.elapsedTime * 100) / 100

@@ -5,6 +5,7 @@ import { AppError, problemResponses } from '../errors.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
 import { Cancel } from '../segment/client.js'
+import { laneKey } from '../segment/coalesce.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
 
@@ -94,17 +95,15 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       }
 
       app.metrics.payloadBytes.observe({ action: name }, upstream.bytes)
-      const result = await app.segment.send({
+      const result = await app.coalescer.send({
+        lane: laneKey(connectionId, connection.baseUrl, connection.writeKey),
         baseUrl: connection.baseUrl,
-        path: upstream.path,
         writeKey: connection.writeKey,
-        render: upstream.render,
+        upstream,
         signal: callerGone(reply.raw)
       }, {
-        onAttempt: ({ attempt, status, durationMs }) => {
-          app.metrics.upstreamAttempts.inc({ status: String(status) })
-          app.metrics.upstreamLatency.observe({ status: String(status) }, durationMs / 1000)
-          if (attempt > 1) app.metrics.retries.inc()
+        onSent: (upstreamEvents) => { fields.upstreamEvents = upstreamEvents },
+        onAttempt: ({ attempt, status }) => {
           fields.attempts = attempt
           if (typeof status === 'number') fields.upstreamStatus = status
         }

@@ -26,7 +26,12 @@ export interface SendRequest {
   /** Called once per attempt; same events and messageIds each time, only sentAt changes. */
   render: (sentAt: Date) => Buffer
   /** The caller gave up (e.g. the client disconnected): stop at once, rejecting with its reason. */
-  signal?: CancelSignal
+  signal?: CancelSignal | undefined
+  /**
+   * When the budget ends, in `performance.now()` time; `deadlineMs` after send() starts when left
+   * out. Callers that waited before sending (coalescing) pass their own, counted from their arrival.
+   */
+  deadline?: number | undefined
 }
 
 export interface AttemptReport {
@@ -67,8 +72,9 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 /**
  * Sends rendered bodies to Segment with the retry policy of design/api.md § Retries.
  *
- * Deadline rule: the deadline is `deadlineMs` after send() starts. The first attempt always starts,
- * with a timeout of min(attemptTimeoutMs, deadlineMs); when the deadline cuts it, send() fails with
+ * Deadline rule: the deadline is `deadlineMs` after send() starts (or the caller's own, see
+ * SendRequest.deadline). The first attempt always starts, with a timeout of min(attemptTimeoutMs,
+ * what is left of the budget); when the deadline cuts it, send() fails with
  * segment_timeout (504). A retry starts only if its wait plus a whole attemptTimeoutMs fits before
  * the deadline, so it could finish in time; otherwise send() stops at once with segment_unavailable
  * (503, Retry-After) rather than sleeping or starting an attempt that the deadline would cut.
@@ -86,7 +92,7 @@ export class SegmentClient {
 
   async send (request: SendRequest, hooks: SendHooks = {}): Promise<SendResult> {
     const { maxAttempts, attemptTimeoutMs, deadlineMs } = this.#options
-    const deadline = performance.now() + deadlineMs
+    const deadline = request.deadline ?? performance.now() + deadlineMs
     const url = this.#target(request.baseUrl, request.path)
     const dispatcher = this.#dispatcher(url.origin)
     const authorization = 'Basic ' + Buffer.from(request.writeKey + ':').toString('base64')
@@ -96,7 +102,9 @@ export class SegmentClient {
     let lastStatus: number | undefined
     let lastRetryAfterMs: number | undefined
     for (let attempt = 1; ; attempt++) {
-      const timeoutMs = attempt === 1 ? Math.min(attemptTimeoutMs, deadlineMs) : attemptTimeoutMs
+      // What is left of the budget, in whole ms (so a send that starts at once keeps all of it); at
+      // least 1: a caller whose budget was spent waiting for company still gets its 504 from an attempt.
+      const timeoutMs = attempt === 1 ? Math.max(1, Math.min(attemptTimeoutMs, Math.ceil(deadline - performance.now()))) : attemptTimeoutMs
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         authorization,
