@@ -32,6 +32,8 @@ function limitsText (config: Config['segment'], batch: boolean): string {
     : `Limit: the exact JSON body sent upstream is at most ${config.maxEventBytes} UTF-8 bytes; past it, 413 payload_too_large and nothing is sent.`
 }
 
+const COALESCING_NOTE = 'Concurrent calls for one connection share upstream requests: a call sent while the connection has no request in flight goes at once to its own Segment path; calls that arrive while one is in flight wait for it and go together in one `/v1/batch` (a batch-send is never split; its `context` and `integrations` are merged into its own items). Each caller still gets its own answer, and its deadline counts from its arrival. Too many events waiting for one connection: 503 overloaded with Retry-After.'
+
 const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload (a 2xx), not that downstream destinations processed it; note that Segment also answers 200 to an unknown Write Key, so check the source\'s Debugger after connecting.'
 
 /** One route per action, each with its own schema; the handler is the same pipeline for all. */
@@ -55,7 +57,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       schema: {
         tags: ['actions'],
         summary: action.summary,
-        description: `${action.description}\n\n${limitsText(config.segment, batch)}\n\n${ACCEPTED_NOTE}`,
+        description: `${action.description}\n\n${limitsText(config.segment, batch)}\n\n${config.segment.coalesce ? COALESCING_NOTE + '\n\n' : ''}${ACCEPTED_NOTE}`,
         operationId: name.replace(/-(\w)/g, (_m, c: string) => c.toUpperCase()),
         security,
         params: ConnectionIdParams,
@@ -120,10 +122,12 @@ function answer (reply: Record<string, unknown>): never {
 }
 
 /**
- * Aborts when the caller disconnects before we answer: nobody would read the answer, and a retry
- * with the same Idempotency-Key sends the same messageIds anyway. Listens on this request's own
- * response, not on the socket: a keep-alive socket carries many requests, and a listener per
- * request on it would pile up (each holding its controller) until the socket closed.
+ * Fires when the caller disconnects before we answer: nobody would read the answer, and a retry
+ * with the same Idempotency-Key sends the same messageIds anyway. The coalescer answers that caller
+ * at once and drops its call if it is still waiting; a request in flight stops only when every
+ * caller it carries has gone. Listens on this request's own response, not on the socket: a
+ * keep-alive socket carries many requests, and a listener per request on it would pile up (each
+ * holding its controller) until the socket closed.
  */
 function callerGone (response: import('node:http').ServerResponse): Cancel {
   const gone = new Cancel()

@@ -80,6 +80,7 @@ export class BatchAssembler {
  * sends such a batch as the entry's own request.
  */
 export function planBatches<T> (entries: readonly T[], partOf: (entry: T) => BatchPart | undefined, limits: BatchLimits): T[][] {
+  const maxEvents = limits.maxBatchEvents ?? MAX_BATCH_EVENTS
   const batches: T[][] = []
   let current: T[] = []
   let assembler = new BatchAssembler(limits)
@@ -94,14 +95,14 @@ export function planBatches<T> (entries: readonly T[], partOf: (entry: T) => Bat
       batches.push([entry])
       continue
     }
-    if (!assembler.fits(part)) cut()
-    if (assembler.fits(part)) {
-      assembler.add(part)
-      current.push(entry)
-    } else {
-      // Too big to share a body with anything, even alone as a joined part.
+    if (part.events > maxEvents || batchBodyBytes(part.items.length, 1) > limits.maxBatchBytes) {
+      // Too big for a joined body even alone: it goes as its own request, the batch goes on.
       batches.push([entry])
+      continue
     }
+    if (!assembler.fits(part)) cut()
+    assembler.add(part)
+    current.push(entry)
   }
   cut()
   return batches

@@ -102,6 +102,13 @@ export class Coalescer {
     return this.#lanes.size
   }
 
+  /** Events waiting for company, over all lanes (for tests and metrics). */
+  get waitingEvents (): number {
+    let events = 0
+    for (const lane of this.#lanes.values()) events += lane.waitingEvents
+    return events
+  }
+
   /** Sends the call, alone or with others of its lane; resolves or rejects for this caller only. */
   async send (call: CoalesceCall, hooks: CallerHooks = {}): Promise<CoalesceResult> {
     const { signal } = call
