@@ -82,7 +82,6 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 export class SegmentClient {
   readonly #options: SegmentClientOptions
   readonly #dispatchers = new Map<string, Dispatcher>()
-  readonly #targets = new Map<string, Target>()
   #closed = false
 
   constructor (options: SegmentClientOptions) {
@@ -174,18 +173,10 @@ export class SegmentClient {
     await Promise.all(dispatchers.map((dispatcher) => dispatcher.close()))
   }
 
-  /** Where a (base URL, path) pair points, parsed once: base URLs come from configuration. */
+  /** Where a (base URL, path) pair points. */
   #target (baseUrl: string, path: string): Target {
-    const key = baseUrl + '\0' + path
-    let target = this.#targets.get(key)
-    if (target === undefined) {
-      const url = new URL(baseUrl.replace(/\/+$/, '') + path)
-      target = { origin: url.origin, path: url.pathname + url.search }
-      // Bounded by the configured base URLs times six paths; the cap only guards against misuse.
-      if (this.#targets.size >= 1000) this.#targets.clear()
-      this.#targets.set(key, target)
-    }
-    return target
+    const url = new URL(baseUrl.replace(/\/+$/, '') + path)
+    return { origin: url.origin, path: url.pathname + url.search }
   }
 
   #dispatcher (origin: string): Dispatcher {
