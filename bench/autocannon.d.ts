@@ -17,6 +17,7 @@ declare module 'autocannon' {
     amount?: number
     timeout?: number
     requests?: Request[]
+    overallRate?: number
   }
 
   export interface Result {

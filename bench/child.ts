@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.js'
 import { productionLogStream } from '../src/server.js'
 import { buildBaseline } from './baseline.js'
 import { startFastFake } from './fake-segment-fast.js'
+import { startSegmentLike } from './segment-like.js'
 import { BENCH_WRITE_KEY } from './scenarios.js'
 
 export interface Ready {
@@ -37,15 +38,28 @@ export interface Done {
   type: 'done'
 }
 
+/** What an upstream stand-in counted so far (requests, 429s, …). */
+export interface StatsReport {
+  type: 'stats'
+  stats: Record<string, number>
+}
+
 export type ParentMessage =
   | { type: 'memory', gc: boolean }
   | { type: 'profile-start' }
   | { type: 'profile-stop', file: string }
+  | { type: 'stats' }
   | { type: 'close' }
 
-const send = (message: Ready | MemoryReport | Done): void => { process.send?.(message) }
+const send = (message: Ready | MemoryReport | Done | StatsReport): void => { process.send?.(message) }
 
-async function startService (): Promise<{ ready: Ready, close: () => Promise<void> }> {
+interface Started {
+  ready: Ready
+  close: () => Promise<void>
+  stats?: () => Record<string, number>
+}
+
+async function startService (): Promise<Started> {
   // Logged exactly as `serve` logs.
   const app: FastifyInstance = await buildApp(loadConfig(process.env), { logStream: productionLogStream() })
   const adminToken = process.env.ADMIN_TOKEN ?? ''
@@ -63,15 +77,20 @@ async function startService (): Promise<{ ready: Ready, close: () => Promise<voi
   return { ready: { type: 'ready', url, token, connectionId: id }, close: async () => { await app.close() } }
 }
 
-async function startBaseline (): Promise<{ ready: Ready, close: () => Promise<void> }> {
+async function startBaseline (): Promise<Started> {
   const app = buildBaseline({ upstream: process.env.SEGMENT_API_URL ?? '', writeKey: BENCH_WRITE_KEY })
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
   return { ready: { type: 'ready', url, token: 'unused', connectionId: 'con_baseline' }, close: async () => { await app.close() } }
 }
 
-async function startFake (): Promise<{ ready: Ready, close: () => Promise<void> }> {
+async function startFake (): Promise<Started> {
   const fake = await startFastFake()
-  return { ready: { type: 'ready', url: fake.url, token: '', connectionId: '' }, close: fake.close }
+  return { ready: { type: 'ready', url: fake.url, token: '', connectionId: '' }, close: fake.close, stats: () => ({ requests: fake.requests() }) }
+}
+
+async function startSegmentLikeFake (): Promise<Started> {
+  const fake = await startSegmentLike({ latencyMs: Number(process.env.SEGMENT_LIKE_LATENCY_MS ?? 30), limit: Number(process.env.SEGMENT_LIKE_LIMIT ?? 1000) })
+  return { ready: { type: 'ready', url: fake.url, token: '', connectionId: '' }, close: fake.close, stats: () => ({ ...fake.stats() }) }
 }
 
 // Bytes allocated on the JS heap: what every collection freed (GCProfiler reports each one's heap
@@ -119,13 +138,14 @@ async function profile (message: ParentMessage): Promise<void> {
 }
 
 const role = process.argv[2]
-const starters = { service: startService, baseline: startBaseline, fake: startFake }
+const starters = { service: startService, baseline: startBaseline, fake: startFake, 'segment-like': startSegmentLikeFake }
 const start = starters[role as keyof typeof starters]
 if (start === undefined) throw new Error(`unknown role ${String(role)}; expected service, baseline or fake`)
 
-const { ready, close } = await start()
+const { ready, close, stats } = await start()
 process.on('message', (message: ParentMessage) => {
   if (message.type === 'memory') send(memory(message.gc))
+  else if (message.type === 'stats') send({ type: 'stats', stats: stats?.() ?? {} })
   else if (message.type === 'close') {
     close().then(() => process.exit(0), (error: unknown) => { console.error(error); process.exit(1) })
   } else {

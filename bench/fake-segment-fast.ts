@@ -8,13 +8,17 @@ const headers = { 'content-type': 'application/json', 'content-length': String(a
 
 export interface FastFake {
   url: string
+  /** Requests answered so far. */
+  requests: () => number
   close: () => Promise<void>
 }
 
 export async function startFastFake (port = 0): Promise<FastFake> {
+  let requests = 0
   const server: Server = createServer((request, response) => {
     request.on('data', noop)
     request.on('end', () => {
+      requests++
       response.writeHead(200, headers)
       response.end(answer)
     })
@@ -28,6 +32,7 @@ export async function startFastFake (port = 0): Promise<FastFake> {
   })
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeAllConnections()

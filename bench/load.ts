@@ -12,6 +12,8 @@ export interface LoadOptions {
   duration?: number
   /** Total requests to send instead of a duration. */
   amount?: number
+  /** Requests per second from all connections together (open-loop offered load); unlimited by default. */
+  overallRate?: number
 }
 
 export interface LoadResult {
@@ -21,6 +23,8 @@ export interface LoadResult {
   p50: number
   p99: number
   non2xx: number
+  /** Answers by status code, 2xx included. */
+  statuses: Record<string, number>
   errors: number
   seconds: number
 }
@@ -29,6 +33,7 @@ export async function load (options: LoadOptions): Promise<LoadResult> {
   let latencies = new Float64Array(1 << 16)
   let count = 0
   let non2xx = 0
+  const statuses: Record<string, number> = {}
   const started = performance.now()
   const instance = autocannon({
     url: options.url,
@@ -36,9 +41,11 @@ export async function load (options: LoadOptions): Promise<LoadResult> {
     pipelining: 1,
     timeout: 30,
     requests: options.requests,
-    ...(options.amount === undefined ? { duration: options.duration ?? 10 } : { amount: options.amount })
+    ...(options.amount === undefined ? { duration: options.duration ?? 10 } : { amount: options.amount }),
+    ...(options.overallRate === undefined ? {} : { overallRate: options.overallRate })
   })
   instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+    statuses[statusCode] = (statuses[statusCode] ?? 0) + 1
     if (statusCode < 200 || statusCode >= 300) {
       non2xx++
       return
@@ -59,6 +66,7 @@ export async function load (options: LoadOptions): Promise<LoadResult> {
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     non2xx,
+    statuses,
     errors: result.errors + result.timeouts,
     seconds
   }

@@ -2,11 +2,13 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { openSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import type { Done, MemoryReport, ParentMessage, Ready } from './child.js'
+import type { Done, MemoryReport, ParentMessage, Ready, StatsReport } from './child.js'
 
 export interface Running extends Ready {
   pid: number
   memory: (gc: boolean) => Promise<MemoryReport>
+  /** What an upstream stand-in counted so far. */
+  stats: () => Promise<Record<string, number>>
   /** Starts a CPU profile in the child; the returned function stops it and writes `file`. */
   profile: () => Promise<(file: string) => Promise<void>>
   close: () => Promise<void>
@@ -15,7 +17,7 @@ export interface Running extends Ready {
 export interface StartOptions {
   /** Compiled child script (dist/bench/child.js). */
   script: string
-  role: 'service' | 'baseline' | 'fake'
+  role: 'service' | 'baseline' | 'fake' | 'segment-like'
   env: Record<string, string>
   execArgv?: string[]
   /** Where the child's stdout (the service's log lines) goes; /dev/null by default. */
@@ -49,7 +51,7 @@ export async function start (options: StartOptions): Promise<Running> {
     child.once('message', (message: Ready) => resolve(message))
   })
   beforeReady = undefined
-  const ask = async <T extends MemoryReport | Done>(message: ParentMessage): Promise<T> => await new Promise((resolve) => {
+  const ask = async <T extends MemoryReport | Done | StatsReport>(message: ParentMessage): Promise<T> => await new Promise((resolve) => {
     child.once('message', (reply: T) => resolve(reply))
     child.send(message)
   })
@@ -57,6 +59,7 @@ export async function start (options: StartOptions): Promise<Running> {
     ...ready,
     pid: child.pid!,
     memory: async (gc) => await ask<MemoryReport>({ type: 'memory', gc }),
+    stats: async () => (await ask<StatsReport>({ type: 'stats' })).stats,
     profile: async () => {
       await ask<Done>({ type: 'profile-start' })
       return async (file) => { await ask<Done>({ type: 'profile-stop', file }) }

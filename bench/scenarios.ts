@@ -13,6 +13,10 @@ export interface Scenario {
   description: string
   /** Run against the service on PostgreSQL rather than the embedded SQLite default. */
   postgres?: boolean
+  /** autocannon connections for this scenario (BENCH_CONNECTIONS otherwise). */
+  connections?: number
+  /** Extra environment of the service (the baseline ignores it). */
+  serviceEnv?: Record<string, string>
   requests: (target: Target) => Request[]
 }
 
@@ -89,6 +93,34 @@ export function batchBody (count: number): Record<string, unknown> {
   }
 }
 
+/**
+ * A batch item of about 570 bytes whose properties nest objects and arrays, as workflow payloads
+ * do (an order with lines, addresses and tags); no messageId, so the service generates one.
+ */
+function nestedItem (index: number): Record<string, unknown> {
+  return {
+    type: 'track',
+    userId: `user_${(0x8f2a61 + index).toString(16)}`,
+    event: 'Order Line Shipped',
+    timestamp,
+    properties: {
+      order: { id: `ord_${50314 + index}`, total: 129.9, currency: 'EUR', coupons: ['SPRING10'] },
+      lines: [
+        { sku: 'SKU-42', qty: 1, price: 64.95, attributes: { color: 'white', size: null } },
+        { sku: 'SKU-77', qty: 2, price: 24.9, attributes: { roast: 'light', origin: ['Ethiopia', 'Sidamo'] } }
+      ],
+      shipping: { carrier: 'colissimo', address: { city: 'Lyon', zip: '69003', country: 'FR' }, eta: [2, 4] },
+      tags: ['repeat-customer', 'newsletter', `cohort-${index % 12}`]
+    },
+    context: { ip: '203.0.113.7', locale: 'fr-FR' }
+  }
+}
+
+/** A batch of `count` nested items (700: about 400 KB built). */
+export function nestedBatchBody (count: number): Record<string, unknown> {
+  return { batch: Array.from({ length: count }, (_, index) => nestedItem(index)) }
+}
+
 const mixBodies: Record<string, Record<string, unknown>> = {
   'track-event': trackEvent(),
   'identify-user': { userId: 'user_8f2a61', traits: { email: 'camille.durand@example.com', firstName: 'Camille', lastName: 'Durand', plan: 'pro' }, timestamp },
@@ -100,6 +132,7 @@ const mixBodies: Record<string, Record<string, unknown>> = {
 
 export const trackJson = JSON.stringify(trackEvent())
 export const batchJson = JSON.stringify(batchBody(1000))
+export const nestedBatchJson = JSON.stringify(nestedBatchBody(700))
 
 function post (target: Target, action: string, body: string, headers: Record<string, string> = {}): Request {
   return {
@@ -118,6 +151,24 @@ const track: Scenario = {
 
 export const scenarios: Scenario[] = [
   track,
+  {
+    name: 'track-event-32',
+    description: `track-event, 32 connections, coalescing on (${trackJson.length} B)`,
+    connections: 32,
+    requests: track.requests
+  },
+  {
+    name: 'track-event-32-off',
+    description: 'track-event, 32 connections, COALESCE=off',
+    connections: 32,
+    serviceEnv: { COALESCE: 'off' },
+    requests: track.requests
+  },
+  {
+    name: 'batch-send-nested',
+    description: `batch-send, 700 nested events, ${nestedBatchJson.length.toLocaleString('en')} B`,
+    requests: (target) => [post(target, 'batch-send', nestedBatchJson)]
+  },
   {
     name: 'batch-send',
     description: `batch-send, 1,000 events, ${batchJson.length.toLocaleString('en')} B`,

@@ -16,8 +16,6 @@ import metrics from './plugins/metrics.js'
 import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
 import oauth from './plugins/oauth.js'
-import { useFastDateTime } from './segment/date-time.js'
-import { deferredChildLogger } from './request-logger.js'
 import type { Dispatcher } from 'undici'
 
 export interface AppDeps {
@@ -41,8 +39,7 @@ export const redactPaths = [
 
 /** How Fastify builds the ajv that validates every request part (exported for the benchmark). */
 export const ajvOptions = {
-  customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: true, discriminator: true },
-  onCreate: useFastDateTime
+  customOptions: { allErrors: true, coerceTypes: false, removeAdditional: false, useDefaults: true, discriminator: true }
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/
@@ -56,7 +53,6 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       ...(deps.logStream === undefined ? {} : { stream: deps.logStream })
     },
     logController: new LogController({ disableRequestLogging: true }),
-    childLoggerFactory: deferredChildLogger,
     // Keep a caller's request id when it is plainly an id (so it cannot inject into logs).
     requestIdHeader: false,
     genReqId: (req) => {

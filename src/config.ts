@@ -25,6 +25,8 @@ export const EnvSchema = Type.Object({
   SEGMENT_DEADLINE_MS: Integer(15000, 1, 3600000),
   SEGMENT_MAX_EVENT_BYTES: Integer(32000, 100, 10000000),
   SEGMENT_MAX_BATCH_BYTES: Integer(500000, 100, 100000000),
+  COALESCE: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  COALESCE_MAX_WAITING_EVENTS: Integer(10000, 1, 10000000),
   RATE_LIMIT_MAX: Integer(6000, 0, 100000000),
   RATE_LIMIT_WINDOW_MS: Integer(60000, 1, 86400000),
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: Integer(1000, 0, 600000),
@@ -60,6 +62,10 @@ export interface Config {
     deadlineMs: number
     maxEventBytes: number
     maxBatchBytes: number
+    /** COALESCE=on: concurrent calls of a connection share /v1/batch requests. */
+    coalesce: boolean
+    /** Events that may wait in one connection's lane before calls get 503 overloaded. */
+    maxWaitingEvents: number
   }
   rateLimit: { max: number, windowMs: number }
   pressure: { maxEventLoopDelayMs: number, maxHeapUsedBytes: number, maxRssBytes: number }
@@ -198,7 +204,9 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
       attemptTimeoutMs: integer(env, 'SEGMENT_ATTEMPT_TIMEOUT_MS'),
       deadlineMs,
       maxEventBytes,
-      maxBatchBytes
+      maxBatchBytes,
+      coalesce: env.COALESCE === 'on',
+      maxWaitingEvents: integer(env, 'COALESCE_MAX_WAITING_EVENTS')
     },
     rateLimit: { max: integer(env, 'RATE_LIMIT_MAX'), windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS') },
     pressure: {

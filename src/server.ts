@@ -23,24 +23,10 @@ type LogStream = ReturnType<typeof pino.destination>
  * reader is behind. That is pino's documented trade-off for asynchronous logging.
  */
 export function productionLogStream (dest: number | string = 1): LogStream {
-  const stream = pino.destination({ dest, sync: false, minLength: LOG_BUFFER_BYTES })
-  // Not sonic-boom's periodicFlush: it also writes when nothing is buffered (an empty write every
-  // tick) and keeps rewriting a failed chunk after stdout's reader is gone. This flushes only after
-  // a line was written; pino replaces write() with a no-op on EPIPE, which stops it too.
-  let written = false
-  const write = stream.write.bind(stream)
-  stream.write = (data: string): boolean => {
-    written = true
-    return write(data)
-  }
-  const timer = setInterval(() => {
-    // flush() throws once the stream is destroyed, which comes before its 'close' event.
-    if (!written || (stream as { destroyed?: boolean }).destroyed === true) return
-    written = false
-    stream.flush()
-  }, LOG_FLUSH_MS).unref()
-  stream.once('close', () => { clearInterval(timer) })
-  return stream
+  // sonic-boom's own periodicFlush keeps a quiet service's lines prompt. (It also writes an empty
+  // chunk each interval when idle, ten empty writes a second; a hand-written timer that avoided
+  // them showed no load-bench gain, BENCHMARKS.md.)
+  return pino.destination({ dest, sync: false, minLength: LOG_BUFFER_BYTES, periodicFlush: LOG_FLUSH_MS })
 }
 
 /**

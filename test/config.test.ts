@@ -19,7 +19,9 @@ t.test('defaults are those of the contract', async (t) => {
       attemptTimeoutMs: 5000,
       deadlineMs: 15000,
       maxEventBytes: 32000,
-      maxBatchBytes: 500000
+      maxBatchBytes: 500000,
+      coalesce: true,
+      maxWaitingEvents: 10000
     }
   })
 })
@@ -39,14 +41,16 @@ t.test('every variable is read', async (t) => {
     SEGMENT_ATTEMPT_TIMEOUT_MS: '100',
     SEGMENT_DEADLINE_MS: '1000',
     SEGMENT_MAX_EVENT_BYTES: '1000',
-    SEGMENT_MAX_BATCH_BYTES: '5000'
+    SEGMENT_MAX_BATCH_BYTES: '5000',
+    COALESCE: 'off',
+    COALESCE_MAX_WAITING_EVENTS: '50'
   })
   t.equal(config.port, 8080)
   t.equal(config.database.kind, 'postgres')
   t.same(config.encryptionKeys?.map((k) => k.kid), ['new', 'old'])
   t.same(config.segment.baseUrls, { us: 'http://127.0.0.1:4000', eu: 'http://127.0.0.1:4001' })
   t.same(config.segment.allowedEndpoints, ['https://a.example.com', 'https://b.example.com'])
-  t.match(config.segment, { maxAttempts: 2, attemptTimeoutMs: 100, deadlineMs: 1000, maxEventBytes: 1000, maxBatchBytes: 5000 })
+  t.match(config.segment, { maxAttempts: 2, attemptTimeoutMs: 100, deadlineMs: 1000, maxEventBytes: 1000, maxBatchBytes: 5000, coalesce: false, maxWaitingEvents: 50 })
 })
 
 t.test('a bad value names its variable and what is wrong', async (t) => {
@@ -63,7 +67,9 @@ t.test('a bad value names its variable and what is wrong', async (t) => {
     [{ SEGMENT_EU_API_URL: 'https://x/v1' }, 'SEGMENT_EU_API_URL', /no path/],
     [{ SEGMENT_ALLOWED_ENDPOINTS: 'https://ok.example.com,https://u:p@x.example.com' }, 'SEGMENT_ALLOWED_ENDPOINTS', /credentials/],
     [{ SEGMENT_MAX_ATTEMPTS: '0' }, 'SEGMENT_MAX_ATTEMPTS', /SEGMENT_MAX_ATTEMPTS: must be an integer from 1/],
-    [{ SEGMENT_MAX_BATCH_BYTES: '1000' }, 'SEGMENT_MAX_BATCH_BYTES', /not be smaller/]
+    [{ SEGMENT_MAX_BATCH_BYTES: '1000' }, 'SEGMENT_MAX_BATCH_BYTES', /not be smaller/],
+    [{ COALESCE: 'yes' }, 'COALESCE', /COALESCE/],
+    [{ COALESCE_MAX_WAITING_EVENTS: '0' }, 'COALESCE_MAX_WAITING_EVENTS', /COALESCE_MAX_WAITING_EVENTS: must be an integer from 1/]
   ]
   for (const [env, variable, message] of cases) {
     t.throws(() => loadConfig(env), { name: 'ConfigError', variable, message }, variable)

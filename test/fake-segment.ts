@@ -14,6 +14,9 @@
 //   { delayMs, ...answer }        wait first, then answer
 //   { reset: true }               drop the connection (TCP RST) without answering
 //   { hang: true }                never answer; close() frees the socket
+//   { until: promise, ...answer } wait for the promise, then answer (holds a request in flight)
+// `fake.decide = (request) => step | undefined` answers by content instead: a step it returns wins
+// over the script (undefined: the script's next step, as usual).
 // Requests are recorded (after their body is read) whatever the step does.
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
@@ -25,6 +28,7 @@ export interface FakeStep {
   delayMs?: number
   reset?: boolean
   hang?: boolean
+  until?: Promise<unknown>
 }
 
 export interface RecordedRequest {
@@ -41,6 +45,8 @@ export interface RecordedRequest {
 
 export class FakeSegment {
   readonly requests: RecordedRequest[] = []
+  /** Picks the answer to a request from its content; see the top of this file. */
+  decide: ((request: RecordedRequest) => FakeStep | undefined) | undefined
   #script: FakeStep[] = []
   #server: Server | undefined
   #url: string | undefined
@@ -62,9 +68,10 @@ export class FakeSegment {
         const rawBody = Buffer.concat(chunks).toString('utf8')
         let body: unknown
         try { body = JSON.parse(rawBody) } catch { body = undefined }
-        this.requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawBody, body, receivedAt: Date.now() })
+        const recorded = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawBody, body, receivedAt: Date.now() }
+        this.requests.push(recorded)
         this.#notify()
-        this.#play(this.#script.shift() ?? {}, request.socket, response)
+        this.#play(this.decide?.(recorded) ?? this.#script.shift() ?? {}, request.socket, response)
       })
     })
     // Keep-alive sockets must not outlive close().
@@ -108,6 +115,11 @@ export class FakeSegment {
   }
 
   #play (step: FakeStep, socket: Socket, response: ServerResponse): void {
+    if (step.until !== undefined) {
+      const { until: _until, ...rest } = step
+      step.until.then(() => { if (this.#server !== undefined) this.#play(rest, socket, response) }, () => {})
+      return
+    }
     if (step.delayMs !== undefined && step.delayMs > 0) {
       const timer = setTimeout(() => {
         this.#timers.delete(timer)

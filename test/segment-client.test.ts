@@ -3,7 +3,7 @@ import t from 'tap'
 import { Pool } from 'undici'
 import { AppError, problemBody } from '../src/errors.js'
 import { buildUpstream } from '../src/segment/build.js'
-import { Cancel, SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
+import { SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
 import { startFakeSegment, type FakeSegment } from './fake-segment.js'
 
 const writeKey = 'wk_TESTabcdefghijklmnopqrstuvwxyz12'
@@ -217,16 +217,12 @@ t.test('a slow answer within the attempt timeout succeeds', async (t) => {
   t.same(await client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render }), { upstreamStatus: 200, attempts: 1 })
 })
 
-// The caller's signal, an AbortSignal or the service's own Cancel emitter, stops a send at once:
+// The caller's AbortSignal stops a send at once:
 // while an attempt waits for Segment and while the client waits between attempts.
 const signals = {
   AbortSignal: () => {
     const controller = new AbortController()
     return { signal: controller.signal, abort: (reason: Error) => { controller.abort(reason) }, listeners: () => getEventListeners(controller.signal, 'abort').length }
-  },
-  Cancel: () => {
-    const gone = new Cancel()
-    return { signal: gone, abort: (reason: Error) => { gone.abort(reason) }, listeners: () => gone.listenerCount('abort') }
   }
 }
 const phases = [
@@ -280,4 +276,21 @@ t.test('one injected dispatcher per origin, reused, closed by close()', async (t
   await client.close()
   t.ok(made[0]!.closed)
   await t.rejects(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render }), { message: /closed/ })
+})
+
+t.test('a caller\'s own deadline: what is left of it bounds the first attempt and the retries', async (t) => {
+  const { fake, client } = await setup(t, { attemptTimeoutMs: 60_000, deadlineMs: 120_000 })
+  const built = batch()
+  // Spent while waiting for company: one attempt with what is left (at least 1 ms), then 504.
+  fake.decide = () => ({ hang: true })
+  const spent = await failure(client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render, deadline: performance.now() - 10 }))
+  t.equal(spent.code, 'segment_timeout')
+  t.equal(spent.extras.attempts, 1)
+  // Time left for the attempt but not for a retry after it: 503 with no second attempt.
+  // (Another path, so a late arrival of the first case's aborted request cannot be miscounted.)
+  fake.decide = (request) => request.url === '/v1/track' ? { status: 500 } : { hang: true }
+  const short = await failure(client.send({ baseUrl: fake.url, path: '/v1/track', writeKey, render: built.render, deadline: performance.now() + 30_000 }))
+  t.equal(short.code, 'segment_unavailable')
+  t.equal(short.extras.attempts, 1)
+  t.equal(fake.requests.filter((request) => request.url === '/v1/track').length, 1, 'one attempt only')
 })

@@ -45,6 +45,9 @@ t.test('SIGTERM drains in-flight forwards, refuses new work, and exits 0', async
       SHUTDOWN_GRACE_MS: String(GRACE_MS),
       // This is about draining, not load shedding: a busy CI box must not turn the forwards into 503s.
       PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+      // Each forward its own upstream request, so all ten are in flight upstream at the signal
+      // (coalesced, nine would wait for the first: coalesce.test.ts covers joining).
+      COALESCE: 'off',
       LOG_LEVEL: 'info'
     }
   })

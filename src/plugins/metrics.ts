@@ -8,6 +8,7 @@ export interface Metrics {
   retries: Counter
   upstreamLatency: Histogram<'status'>
   payloadBytes: Histogram<'action'>
+  upstreamEvents: Histogram
 }
 
 declare module 'fastify' {
@@ -52,6 +53,12 @@ export default fp(async (app) => {
       help: 'UTF-8 bytes of the bodies built for Segment, by action',
       labelNames: ['action'],
       buckets: [256, 1024, 4096, 16384, 32000, 65536, 131072, 262144, 500000],
+      registers: [registry]
+    }),
+    upstreamEvents: new Histogram({
+      name: 'segment_forwarder_upstream_request_events',
+      help: 'Events carried by each request to Segment (1 for a call sent alone; more when concurrent calls were joined)',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2500],
       registers: [registry]
     })
   }

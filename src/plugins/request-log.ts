@@ -12,6 +12,8 @@ export interface RequestLogFields {
   /** Why the last attempt upstream got no answer (ECONNRESET, ENOTFOUND, timeout, …). */
   upstreamError?: string
   attempts?: number
+  /** Events in the upstream request that carried this action (1 alone; more when joined). */
+  upstreamEvents?: number
   code?: string
   dryRun?: boolean
   /** Answered from a remembered Idempotency-Key: nothing was sent. */
@@ -57,6 +59,7 @@ export default fp(async (app) => {
       upstreamStatus: fields.upstreamStatus,
       upstreamError: fields.upstreamError,
       attempts: fields.attempts,
+      upstreamEvents: fields.upstreamEvents,
       code: fields.code,
       dryRun: fields.dryRun,
       idempotentReplay: fields.idempotentReplay,

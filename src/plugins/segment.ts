@@ -2,11 +2,14 @@ import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
 import type { Config } from '../config.js'
 import { SegmentClient } from '../segment/client.js'
+import { Coalescer } from '../segment/coalesce.js'
 import { userAgent } from '../version.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     segment: SegmentClient
+    /** Sends actions through their connection's lane (joined with concurrent ones when COALESCE=on). */
+    coalescer: Coalescer
   }
 }
 
@@ -26,6 +29,20 @@ export default fp<SegmentPluginOptions>(async (app, { config, dispatcher }) => {
     ...(dispatcher === undefined ? {} : { dispatcher })
   })
   app.decorate('segment', client)
+  // Metrics count upstream requests and attempts here, once each, however many callers share them.
+  const { metrics } = app
+  app.decorate('coalescer', new Coalescer(client, {
+    enabled: config.segment.coalesce,
+    deadlineMs: config.segment.deadlineMs,
+    maxBatchBytes: config.segment.maxBatchBytes,
+    maxWaitingEvents: config.segment.maxWaitingEvents,
+    onRequest: (events) => { metrics.upstreamEvents.observe(events) },
+    onAttempt: ({ attempt, status, durationMs }) => {
+      metrics.upstreamAttempts.inc({ status: String(status) })
+      metrics.upstreamLatency.observe({ status: String(status) }, durationMs / 1000)
+      if (attempt > 1) metrics.retries.inc()
+    }
+  }))
   // onClose runs after in-flight requests finished, so no forward loses its pool mid-flight.
   app.addHook('onClose', async () => { await client.close() })
-}, { name: 'segment' })
+}, { name: 'segment', dependencies: ['metrics'] })

@@ -5,7 +5,7 @@ import { AppError, problemResponses } from '../errors.js'
 import { Idempotency } from '../idempotency.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
-import { Cancel } from '../segment/client.js'
+import { laneKey } from '../segment/coalesce.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
 
@@ -44,6 +44,7 @@ const MAY_HAVE_REACHED_SEGMENT = new Set(['segment_rejected', 'segment_unavailab
 // A running request holds its Idempotency-Key this long past the upstream deadline (store writes,
 // the caller's own slowness); a replica that dies mid-request blocks the key no longer than that.
 const IDEMPOTENCY_LEASE_SLACK_MS = 30_000
+const COALESCING_NOTE = 'Concurrent calls for one connection share upstream requests: a call sent while the connection has no request in flight goes at once to its own Segment path; calls that arrive while one is in flight wait for it and go together in one `/v1/batch` (a batch-send is never split; its `context` and `integrations` are merged into its own items). Each caller still gets its own answer, and its deadline counts from its arrival. Too many events waiting for one connection: 503 overloaded with Retry-After.'
 
 const ACCEPTED_NOTE = '"accepted" means Segment\'s Tracking API took the payload (a 2xx), not that downstream destinations processed it; note that Segment also answers 200 to an unknown Write Key, so check the source\'s Debugger after connecting.'
 
@@ -69,7 +70,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       schema: {
         tags: ['actions'],
         summary: action.summary,
-        description: `${action.description}\n\n${limitsText(config.segment, batch)}\n\n${ACCEPTED_NOTE}`,
+        description: `${action.description}\n\n${limitsText(config.segment, batch)}\n\n${config.segment.coalesce ? COALESCING_NOTE + '\n\n' : ''}${ACCEPTED_NOTE}`,
         operationId: name.replace(/-(\w)/g, (_m, c: string) => c.toUpperCase()),
         security,
         params: ConnectionIdParams,
@@ -123,19 +124,20 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       const ticket = started?.ticket
 
       app.metrics.payloadBytes.observe({ action: name }, upstream.bytes)
-      const result = await app.segment.send({
+      const result = await app.coalescer.send({
+        // OAuth sources share a lane only with calls of the same app, key and private key.
+        lane: laneKey(connectionId, connection.baseUrl, connection.oauth === undefined
+          ? connection.writeKey
+          : [connection.writeKey, connection.oauth.clientId, connection.oauth.keyId, connection.oauth.authServer, connection.oauth.sealed.toString('base64')].join('\0')),
         baseUrl: connection.baseUrl,
-        path: upstream.path,
         writeKey: connection.writeKey,
+        upstream,
         // OAuth sources: a bearer token instead of Basic (segment/oauth.ts).
         credentials: connection.oauth === undefined ? undefined : app.oauth.credentials(connection.oauth, connection.writeKey),
-        render: upstream.render,
         signal: callerGone(reply.raw)
       }, {
-        onAttempt: ({ attempt, status, error, durationMs }) => {
-          app.metrics.upstreamAttempts.inc({ status: String(status) })
-          app.metrics.upstreamLatency.observe({ status: String(status) }, durationMs / 1000)
-          if (attempt > 1) app.metrics.retries.inc()
+        onSent: (upstreamEvents) => { fields.upstreamEvents = upstreamEvents },
+        onAttempt: ({ attempt, status, error }) => {
           fields.attempts = attempt
           if (typeof status === 'number') fields.upstreamStatus = status
           // The last attempt's reason: an answer after a failed attempt clears it.
@@ -162,18 +164,20 @@ function answer (reply: Record<string, unknown>): never {
 }
 
 /**
- * Aborts when the caller disconnects before we answer: nobody would read the answer, and a retry
- * with the same Idempotency-Key sends the same messageIds anyway. Listens on this request's own
- * response, not on the socket: a keep-alive socket carries many requests, and a listener per
- * request on it would pile up (each holding its controller) until the socket closed.
+ * Fires when the caller disconnects before we answer: nobody would read the answer, and a retry
+ * with the same Idempotency-Key sends the same messageIds anyway. The coalescer answers that caller
+ * at once and drops its call if it is still waiting; a request in flight stops only when every
+ * caller it carries has gone. Listens on this request's own response, not on the socket: a
+ * keep-alive socket carries many requests, and a listener per request on it would pile up (each
+ * holding its controller) until the socket closed.
  */
-function callerGone (response: import('node:http').ServerResponse): Cancel {
-  const gone = new Cancel()
+function callerGone (response: import('node:http').ServerResponse): AbortSignal {
+  const gone = new AbortController()
   response.once('close', () => {
     if (response.writableFinished) return
     gone.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
   })
-  return gone
+  return gone.signal
 }
 
 export default actionRoutes

@@ -1,7 +1,9 @@
 import { AppError } from '../errors.js'
 import { serviceName, serviceVersion } from '../version.js'
 import { actions, type ActionName } from './actions.js'
+import type { BatchPart } from './batcher.js'
 import { derivedMessageIds, randomMessageId } from './message-id.js'
+import { sentAtTailBytes, withSentAt } from './sent-at.js'
 
 export interface BuildOptions {
   workspaceId: string
@@ -24,14 +26,18 @@ export interface UpstreamRequest {
   bytes: number
   /** The body to send, as UTF-8; only `sentAt` differs between calls. */
   render: (sentAt: Date) => Buffer
+  /**
+   * The same events as items of someone else's `/v1/batch` (batcher.ts), each with its `type` and,
+   * for a batch, the batch's top-level `context` and `integrations` merged in (the item's own keys
+   * win); made on first use, then kept. Undefined when the body cannot be joined: a batch with
+   * other top-level fields of its own.
+   */
+  part: () => BatchPart | undefined
 }
 
 type Json = Record<string, unknown>
 
 const library = { name: serviceName, version: serviceVersion }
-const sentAtLength = 24 // toISOString() for years 0000-9999: `2025-03-14T09:26:53.589Z`
-// `,"sentAt":"…"}` ends every body: each body is built without its closing brace, then gets this.
-const sentAtTailBytes = ',"sentAt":"'.length + sentAtLength + '"}'.length
 const batchOpen = '{"batch":['
 
 /**
@@ -47,7 +53,7 @@ export function buildUpstream (action: ActionName, body: object, options: BuildO
   try {
     return action === 'batch-send'
       ? buildBatch(path, body as Json, nextId, options)
-      : buildSingle(path, body as Json, nextId, options)
+      : buildSingle(path, actions[action].type, body as Json, nextId, options)
   } catch (error) {
     // JSON.parse accepts nesting that JSON.stringify cannot serialise ("Maximum call stack size
     // exceeded"); parsed JSON has no cycles or BigInts, so a RangeError here means the caller's
@@ -61,7 +67,7 @@ export function buildUpstream (action: ActionName, body: object, options: BuildO
   }
 }
 
-function buildSingle (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
+function buildSingle (path: string, type: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
   // Ours replaces any caller's sentAt: it must be the time of sending. (A rest copy only when there
   // is one to drop: prepare() copies the body anyway when it adds a messageId or the library.)
   let fields = body
@@ -80,7 +86,24 @@ function buildSingle (path: string, body: Json, nextId: (index: number) => strin
       limit: options.maxEventBytes, size: bytes, largestFields: largestFields(event)
     })
   }
-  return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => withSentAt(head, sentAt) }
+  // As a batch item: the same object with its `type` first (a given `type` already equals it).
+  const part = once((): BatchPart => ({
+    items: event.type === undefined
+      ? Buffer.concat([Buffer.from(`{"type":${JSON.stringify(type)},`), head.subarray(1), closeBrace])
+      : Buffer.concat([head, closeBrace]),
+    events: 1
+  }))
+  return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => withSentAt(head, sentAt), part }
+}
+
+const closeBrace = Buffer.from('}')
+
+function once<T> (make: () => T): () => T {
+  let made: { value: T } | undefined
+  return () => {
+    made ??= { value: make() }
+    return made.value
+  }
 }
 
 function buildBatch (path: string, body: Json, nextId: (index: number) => string, options: BuildOptions): UpstreamRequest {
@@ -119,6 +142,7 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
     messageIds[index] = event.messageId as string
     sizes[index] = size
   }
+  const itemsEnd = out.length
   out.write(']')
   const restJson = JSON.stringify(rest)
   if (restJson !== '{}') out.write(',' + restJson.slice(1, -1))
@@ -135,11 +159,27 @@ function buildBatch (path: string, body: Json, nextId: (index: number) => string
       { limit: options.maxBatchBytes, size: bytes, largestFields: biggest })
   }
   const head = out.bytes()
-  return { path, messageIds, events: items.length, bytes, render: (sentAt) => withSentAt(head, sentAt) }
+  const others = Object.keys(rest).filter((key) => key !== 'context' && key !== 'integrations')
+  const part = once((): BatchPart | undefined => {
+    // Top-level fields other than these have no per-item meaning: such a batch goes alone.
+    if (others.length > 0) return undefined
+    if (context === undefined && integrations === undefined) {
+      return { items: head.subarray(batchOpen.length, itemsEnd), events: items.length }
+    }
+    // The batch's context and integrations move into its own items, so they reach no one else's.
+    const merged = new ByteWriter(Math.min(options.maxBatchBytes * 2, itemsEnd + items.length * mergeBound))
+    for (let index = 0; index < items.length; index++) {
+      const event = prepare(items[index]!, contextSetsLibrary, (i) => messageIds[i]!, index)
+      if (index > 0) merged.write(',')
+      merged.write(JSON.stringify(mergeLikeSegment(event, context, integrations)))
+    }
+    return { items: merged.bytes(), events: items.length }
+  })
+  return { path, messageIds, events: items.length, bytes, render: (sentAt) => withSentAt(head, sentAt), part }
 }
 
 /** OAuth sources: `,"writeKey":"…"` after the event's own fields, as Segment's Node library sends it. */
-function writeKeyField (writeKey: string): string {
+export function writeKeyField (writeKey: string): string {
   return ',"writeKey":' + JSON.stringify(writeKey)
 }
 
@@ -179,17 +219,6 @@ class ByteWriter {
 }
 
 /**
- * `head` (a body without its closing brace) completed with `,"sentAt":"…"}`, in a new buffer each
- * time: an earlier attempt's write may still hold the previous one.
- */
-function withSentAt (head: Buffer, sentAt: Date): Buffer {
-  const body = Buffer.allocUnsafe(head.length + sentAtTailBytes)
-  head.copy(body, 0)
-  body.write(sentAtTail(sentAt), head.length, 'latin1')
-  return body
-}
-
-/**
  * The event with a messageId and, unless some context names one, our library: a shallow copy, or
  * the caller's own object when it needs neither (it is only serialised, never modified).
  */
@@ -225,11 +254,4 @@ function largestFields (event: Json): Array<{ path: string, bytes: number }> {
     if (json !== undefined) fields.push({ path: '/' + key.replaceAll('~', '~0').replaceAll('/', '~1'), bytes: Buffer.byteLength(json) })
   }
   return fields.sort((a, b) => b.bytes - a.bytes).slice(0, 5)
-}
-
-function sentAtTail (sentAt: Date): string {
-  const iso = sentAt.toISOString()
-  // A fixed length keeps `bytes` exact for every attempt; only years past 9999 break it.
-  if (iso.length !== sentAtLength) throw new RangeError(`sentAt ${iso} is not a 24-character ISO date`)
-  return ',"sentAt":"' + iso + '"}'
 }

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import { Pool, type Dispatcher } from 'undici'
 import { AppError } from '../errors.js'
 import { basicCredentials, type UpstreamCredentials } from './credentials.js'
@@ -29,7 +28,12 @@ export interface SendRequest {
   /** Called once per attempt; same events and messageIds each time, only sentAt changes. */
   render: (sentAt: Date) => Buffer
   /** The caller gave up (e.g. the client disconnected): stop at once, rejecting with its reason. */
-  signal?: CancelSignal
+  signal?: AbortSignal | undefined
+  /**
+   * When the budget ends, in `performance.now()` time; `deadlineMs` after send() starts when left
+   * out. Callers that waited before sending (coalescing) pass their own, counted from their arrival.
+   */
+  deadline?: number | undefined
 }
 
 export interface AttemptReport {
@@ -72,8 +76,9 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 /**
  * Sends rendered bodies to Segment with the retry policy of design/api.md § Retries.
  *
- * Deadline rule: the deadline is `deadlineMs` after send() starts. The first attempt always starts,
- * with a timeout of min(attemptTimeoutMs, deadlineMs); when the deadline cuts it, send() fails with
+ * Deadline rule: the deadline is `deadlineMs` after send() starts (or the caller's own, see
+ * SendRequest.deadline). The first attempt always starts, with a timeout of min(attemptTimeoutMs,
+ * what is left of the budget); when the deadline cuts it, send() fails with
  * segment_timeout (504). A retry starts only if its wait plus a whole attemptTimeoutMs fits before
  * the deadline, so it could finish in time; otherwise send() stops at once with segment_unavailable
  * (503, Retry-After) rather than sleeping or starting an attempt that the deadline would cut.
@@ -82,7 +87,6 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 export class SegmentClient {
   readonly #options: SegmentClientOptions
   readonly #dispatchers = new Map<string, Dispatcher>()
-  readonly #targets = new Map<string, Target>()
   #closed = false
 
   constructor (options: SegmentClientOptions) {
@@ -91,7 +95,7 @@ export class SegmentClient {
 
   async send (request: SendRequest, hooks: SendHooks = {}): Promise<SendResult> {
     const { maxAttempts, attemptTimeoutMs, deadlineMs } = this.#options
-    const deadline = performance.now() + deadlineMs
+    const deadline = request.deadline ?? performance.now() + deadlineMs
     const url = this.#target(request.baseUrl, request.path)
     const dispatcher = this.#dispatcher(url.origin)
     const credentials = request.credentials ?? basicCredentials(request.writeKey)
@@ -104,8 +108,10 @@ export class SegmentClient {
     for (let attempt = 1; ; attempt++) {
       const pendingAuthorization = credentials.authorization(deadline, request.signal)
       const authorization = typeof pendingAuthorization === 'string' ? pendingAuthorization : await pendingAuthorization
-      // Fetching a token may have used some of the deadline: the attempt gets only what is left.
-      const timeoutMs = Math.min(attempt === 1 ? Math.min(attemptTimeoutMs, deadlineMs) : attemptTimeoutMs, Math.max(1, Math.ceil(deadline - performance.now())))
+      // What is left of the budget, in whole ms (so a send that starts at once keeps all of it): a
+      // token fetch, or waiting for company, may have used some. At least 1: a caller whose budget
+      // is spent still gets its 504 from an attempt.
+      const timeoutMs = Math.max(1, Math.min(attemptTimeoutMs, Math.ceil(deadline - performance.now())))
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         authorization,
@@ -182,18 +188,10 @@ export class SegmentClient {
     await Promise.all(dispatchers.map((dispatcher) => dispatcher.close()))
   }
 
-  /** Where a (base URL, path) pair points, parsed once: base URLs come from configuration. */
+  /** Where a (base URL, path) pair points. */
   #target (baseUrl: string, path: string): Target {
-    const key = baseUrl + '\0' + path
-    let target = this.#targets.get(key)
-    if (target === undefined) {
-      const url = new URL(baseUrl.replace(/\/+$/, '') + path)
-      target = { origin: url.origin, path: url.pathname + url.search }
-      // Bounded by the configured base URLs times six paths; the cap only guards against misuse.
-      if (this.#targets.size >= 1000) this.#targets.clear()
-      this.#targets.set(key, target)
-    }
-    return target
+    const url = new URL(baseUrl.replace(/\/+$/, '') + path)
+    return { origin: url.origin, path: url.pathname + url.search }
   }
 
   #dispatcher (origin: string): Dispatcher {
@@ -214,53 +212,28 @@ export class SegmentClient {
   }
 }
 
-/**
- * A one-shot cancel signal: `aborted`, `reason` and an 'abort' event, the shape undici also takes
- * as its `signal`. On Node 20 an AbortController and its AbortSignal, plus the EventTarget listener
- * undici adds to it, cost about 10 µs of CPU per use (measured), this emitter well under 1 µs, so
- * each attempt and each request's "caller gone" signal uses one.
- */
-export class Cancel extends EventEmitter {
-  aborted = false
-  reason: unknown = undefined
-
-  abort (reason?: unknown): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.reason = reason
-    this.emit('abort')
-  }
-}
-
-/** What send() takes from its caller to stop early: a Cancel or a standard AbortSignal. */
-export type CancelSignal = Cancel | AbortSignal
-
 // A function, not an inline test: TypeScript would keep the narrowing of an earlier check and
 // miss that the signal can abort while an await is pending.
-function isAborted (signal: CancelSignal | undefined): boolean {
+function isAborted (signal: AbortSignal | undefined): boolean {
   return signal?.aborted === true
 }
 
 /** Calls `listener` once when `signal` aborts; returns what removes it. */
-function onAbort (signal: CancelSignal | undefined, listener: () => void): () => void {
+function onAbort (signal: AbortSignal | undefined, listener: () => void): () => void {
   if (signal === undefined) return () => {}
-  if (signal instanceof Cancel) {
-    signal.once('abort', listener)
-    return () => { signal.off('abort', listener) }
-  }
   signal.addEventListener('abort', listener, { once: true })
   return () => { signal.removeEventListener('abort', listener) }
 }
 
 /** One attempt; `options` is this attempt's own object, which gets the attempt's cancel signal. */
-async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: () => string[], signal?: CancelSignal): Promise<Outcome> {
+async function attemptOnce (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number, secrets: () => string[], signal?: AbortSignal): Promise<Outcome> {
   if (isAborted(signal)) throw signal?.reason
-  const cancel = new Cancel()
+  const cancel = new AbortController()
   let timedOut = false
   const timer = setTimeout(() => { timedOut = true; cancel.abort() }, timeoutMs)
   const stopListening = onAbort(signal, () => { cancel.abort(signal?.reason) })
   try {
-    options.signal = cancel
+    options.signal = cancel.signal
     const response = await dispatcher.request(options)
     const { statusCode, headers, body } = response
     if (statusCode >= 200 && statusCode < 300) {
@@ -298,7 +271,7 @@ function failureReason (error: unknown): string {
 }
 
 /** Sleeps `ms`; rejects at once with the caller's own reason when `signal` aborts, as an attempt does. */
-async function wait (ms: number, signal?: CancelSignal): Promise<void> {
+async function wait (ms: number, signal?: AbortSignal): Promise<void> {
   if (isAborted(signal)) throw signal?.reason
   await new Promise<void>((resolve, reject) => {
     const stopListening = onAbort(signal, () => {

@@ -189,9 +189,9 @@ const AnswerCommon = {
   status: Type.Union([Type.Literal('accepted'), Type.Literal('validated')], {
     description: `"accepted" means ${accepted} "validated": a dry run; the body was built and measured, nothing was sent.`
   }),
-  bytes: Type.Integer({ minimum: 0, description: 'UTF-8 bytes of the body sent (or that would be sent) to Segment.' }),
-  attempts: Type.Integer({ minimum: 0, description: 'Requests made to Segment, retries included; 0 on a dry run.' }),
-  upstreamStatus: Type.Optional(Type.Integer({ description: 'The HTTP status Segment answered; absent on a dry run.' }))
+  bytes: Type.Integer({ minimum: 0, description: 'UTF-8 bytes of the body sent (or that would be sent) to Segment for this call alone, also when it went joined with others in one /v1/batch.' }),
+  attempts: Type.Integer({ minimum: 0, description: 'Attempts of the upstream request that carried the call, retries included (plus those of a joined request Segment refused before the call was resent alone); 0 on a dry run.' }),
+  upstreamStatus: Type.Optional(Type.Integer({ description: 'The HTTP status Segment answered to the upstream request that carried the call; absent on a dry run.' }))
 }
 
 export const ActionAccepted = Type.Object({
