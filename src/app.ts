@@ -15,6 +15,8 @@ import actionRoutes from './routes/actions.js'
 import metrics from './plugins/metrics.js'
 import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
+import delivery from './plugins/delivery.js'
+import deliveries from './routes/deliveries.js'
 import { useFastDateTime } from './segment/date-time.js'
 import { deferredChildLogger } from './request-logger.js'
 import type { Dispatcher } from 'undici'
@@ -82,6 +84,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(auth, { config })
   await app.register(metrics)
   await app.register(segment, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
+  await app.register(delivery, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
 
   // Probes stay outside load shedding and budgets, so they answer under load.
   await app.register(ops)
@@ -92,6 +95,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       await tenant.register(workspaceRateLimit, { config })
       await tenant.register(connections)
       await tenant.register(actionRoutes, { config })
+      await tenant.register(deliveries, { config })
     })
   })
 

@@ -28,7 +28,13 @@ export const EnvSchema = Type.Object({
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: Integer(1000, 0, 600000),
   PRESSURE_MAX_HEAP_BYTES: Integer(0, 0, Number.MAX_SAFE_INTEGER),
   PRESSURE_MAX_RSS_BYTES: Integer(0, 0, Number.MAX_SAFE_INTEGER),
-  SHUTDOWN_GRACE_MS: Integer(20000, 0, 600000)
+  SHUTDOWN_GRACE_MS: Integer(20000, 0, 600000),
+  // Queued delivery (src/delivery/*).
+  DELIVERY_MAX_AGE_MS: Integer(86400000, 1, 30 * 86400000),
+  DELIVERY_BACKOFF_MAX_MS: Integer(300000, 1, 86400000),
+  DELIVERY_LEASE_MS: Integer(30000, 100, 3600000),
+  DELIVERY_RETENTION_MS: Integer(604800000, 0, 365 * 86400000),
+  QUEUE_MAX_EVENTS: Integer(1000000, 1, 1000000000)
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -60,6 +66,7 @@ export interface Config {
   rateLimit: { max: number, windowMs: number }
   pressure: { maxEventLoopDelayMs: number, maxHeapUsedBytes: number, maxRssBytes: number }
   shutdownGraceMs: number
+  delivery: { maxAgeMs: number, backoffMaxMs: number, leaseMs: number, retentionMs: number, queueMaxEvents: number }
 }
 
 export class ConfigError extends Error {
@@ -170,6 +177,13 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
       maxHeapUsedBytes: integer(env, 'PRESSURE_MAX_HEAP_BYTES'),
       maxRssBytes: integer(env, 'PRESSURE_MAX_RSS_BYTES')
     },
-    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS')
+    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS'),
+    delivery: {
+      maxAgeMs: integer(env, 'DELIVERY_MAX_AGE_MS'),
+      backoffMaxMs: integer(env, 'DELIVERY_BACKOFF_MAX_MS'),
+      leaseMs: integer(env, 'DELIVERY_LEASE_MS'),
+      retentionMs: integer(env, 'DELIVERY_RETENTION_MS'),
+      queueMaxEvents: integer(env, 'QUEUE_MAX_EVENTS')
+    }
   }
 }

@@ -10,13 +10,16 @@ export const errorTable = {
   workspace_not_found: { status: 404, title: 'Workspace not found' },
   token_not_found: { status: 404, title: 'Token not found' },
   connection_not_found: { status: 404, title: 'Connection not found' },
+  delivery_not_found: { status: 404, title: 'Delivery not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
+  deliveries_pending: { status: 409, title: 'Deliveries pending' },
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal_error: { status: 500, title: 'Internal error' },
   segment_rejected: { status: 502, title: 'Segment rejected the request' },
   segment_unavailable: { status: 503, title: 'Segment unavailable' },
+  queue_full: { status: 503, title: 'Queue full' },
   overloaded: { status: 503, title: 'Service overloaded' },
   store_unavailable: { status: 503, title: 'Store unavailable' },
   not_ready: { status: 503, title: 'Not ready' },
@@ -41,6 +44,8 @@ export interface ProblemExtras {
   upstreamStatus?: number
   upstreamBody?: string
   attempts?: number
+  /** deliveries_pending: the connection's queued deliveries. */
+  pending?: number
 }
 
 export class AppError extends Error {
@@ -92,7 +97,8 @@ export const ProblemSchema = Type.Object({
   })),
   upstreamStatus: Type.Optional(Type.Integer({ description: 'The status Segment answered' })),
   upstreamBody: Type.Optional(Type.String({ description: 'A short excerpt of Segment\'s answer' })),
-  attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' }))
+  attempts: Type.Optional(Type.Integer({ description: 'Attempts made upstream' })),
+  pending: Type.Optional(Type.Integer({ description: 'Queued deliveries that block the delete (deliveries_pending)' }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
 /** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */

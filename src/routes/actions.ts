@@ -7,6 +7,7 @@ import { buildUpstream } from '../segment/build.js'
 import { Cancel } from '../segment/client.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
+import { PreferHeader, prefersAsync, Queued } from './deliveries.js'
 
 const security = [{ workspaceToken: [] }]
 
@@ -22,7 +23,8 @@ const Headers = Type.Object({
     maxLength: 255,
     description: 'Makes generated messageIds derive from workspace, connection, action, this key and the item index: a retried workflow step sends the same messageIds and Segment drops the duplicates.',
     examples: ['run-8812-step-3']
-  }))
+  })),
+  prefer: Type.Optional(PreferHeader)
 })
 
 function limitsText (config: Config['segment'], batch: boolean): string {
@@ -63,6 +65,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         body: action.body,
         response: {
           200: batch ? BatchAccepted : ActionAccepted,
+          202: Queued,
           ...problemResponses(400, 401, 404, 413, 415, 429, 502, 503, 504)
         }
       }
@@ -94,6 +97,14 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       }
 
       app.metrics.payloadBytes.observe({ action: name }, upstream.bytes)
+      // Queued delivery (src/delivery/): committed, then 202; a worker sends it.
+      if (prefersAsync(request.headers.prefer)) {
+        const { deliveryId } = await app.delivery.accept({ action: name, upstream, workspaceId, connectionId })
+        reply.code(202)
+          .header('preference-applied', 'respond-async')
+          .header('location', `/v1/connections/${encodeURIComponent(connectionId)}/deliveries/${deliveryId}`)
+        return answer({ status: 'queued', action: name, ...ids, bytes: upstream.bytes, deliveryId })
+      }
       const result = await app.segment.send({
         baseUrl: connection.baseUrl,
         path: upstream.path,

@@ -38,5 +38,52 @@ export const migrations: ReadonlyArray<{ version: number, name: string, statemen
         sealed {blob} NOT NULL
       )`
     ]
+  },
+  // ---- queued delivery (src/delivery/*) ----
+  // The outbox. `deliveries` keeps one small row per accepted request (no event data); its events,
+  // sealed with the key ring, live in `delivery_events` and are deleted as soon as they are
+  // delivered, so the hot rows stay narrow and PostgreSQL's dead tuples are small. A queued row's
+  // `next_attempt_ms` is both its due time and, while a worker holds it, its lease expiry: a
+  // crashed worker's delivery simply becomes due again.
+  {
+    version: 4,
+    name: 'queued delivery: deliveries and their sealed events',
+    statements: [
+      `CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+        action TEXT NOT NULL,
+        state TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        message_ids TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        next_attempt_ms BIGINT NOT NULL,
+        lease TEXT,
+        solo INTEGER NOT NULL,
+        finished_ms BIGINT,
+        delivered_at TEXT,
+        upstream_status INTEGER,
+        error TEXT
+      )`,
+      // The workers' claim: the oldest due delivery, then that connection's due ones.
+      'CREATE INDEX deliveries_due ON deliveries (next_attempt_ms) WHERE state = \'queued\'',
+      'CREATE INDEX deliveries_connection_due ON deliveries (connection_id, next_attempt_ms) WHERE state = \'queued\'',
+      // The deliveries routes (newest first, by state) and the delete guard.
+      'CREATE INDEX deliveries_connection_created ON deliveries (connection_id, created_at, id)',
+      // QUEUE_MAX_EVENTS: the queued events of one workspace.
+      'CREATE INDEX deliveries_workspace_queued ON deliveries (workspace_id) WHERE state = \'queued\'',
+      // Retention of delivered records.
+      'CREATE INDEX deliveries_finished ON deliveries (finished_ms) WHERE state = \'delivered\'',
+      `CREATE TABLE delivery_events (
+        delivery_id TEXT PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        sealed {blob} NOT NULL
+      )`
+    ]
   }
 ]

@@ -2,6 +2,7 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
+import { PostgresQueue } from '../delivery/postgres-queue.js'
 import { CONNECTION_COLUMNS, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
@@ -77,6 +78,10 @@ export class PostgresStore implements Store {
   readonly kind = 'postgres'
   readonly #pool: pg.Pool
   #closed = false
+  readonly queue = new PostgresQueue({
+    query: async (query) => await this.#query(query),
+    transaction: async (work) => await this.#transaction(work)
+  })
 
   constructor (database: PostgresConfig) {
     this.#pool = new pg.Pool({
@@ -117,6 +122,22 @@ export class PostgresStore implements Store {
       this.#checkin(client)
       return result
     } catch (error) {
+      this.#checkin(client, error)
+      throw translate(error)
+    }
+  }
+
+  // Queued delivery (src/delivery/postgres-queue.ts) runs its multi-statement writes here.
+  async #transaction<T> (work: (client: PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#checkout()
+    try {
+      await client.query('BEGIN')
+      const result = await work(client)
+      await client.query('COMMIT')
+      this.#checkin(client)
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(ignore)
       this.#checkin(client, error)
       throw translate(error)
     }

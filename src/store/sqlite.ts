@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { migrations } from './migrations.js'
+import { SqliteQueue } from '../delivery/sqlite-queue.js'
 import { toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import type { ConnectionPatch, ConnectionRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
@@ -17,6 +18,7 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database
   // Compiled once per SQL text: preparing costs more than running these small indexed queries.
   readonly #statements = new Map<string, Database.Statement>()
+  readonly queue: SqliteQueue
 
   constructor (path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
@@ -26,6 +28,7 @@ export class SqliteStore implements Store {
     this.#db.pragma('busy_timeout = 5000')
     // Deleted secrets are overwritten, not left in free pages.
     this.#db.pragma('secure_delete = ON')
+    this.queue = new SqliteQueue(this.#db, (sql) => this.#statement(sql))
   }
 
   #statement (sql: string): Database.Statement {
