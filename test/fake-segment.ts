@@ -41,6 +41,8 @@ export interface RecordedRequest {
 
 export class FakeSegment {
   readonly requests: RecordedRequest[] = []
+  /** The step played when the script is empty (an outage: `{ status: 503 }`), or a function of the request choosing it; undefined: 200. */
+  fallback: FakeStep | ((request: RecordedRequest) => FakeStep) | undefined
   #script: FakeStep[] = []
   #server: Server | undefined
   #url: string | undefined
@@ -62,9 +64,11 @@ export class FakeSegment {
         const rawBody = Buffer.concat(chunks).toString('utf8')
         let body: unknown
         try { body = JSON.parse(rawBody) } catch { body = undefined }
-        this.requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawBody, body, receivedAt: Date.now() })
+        const recorded = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawBody, body, receivedAt: Date.now() }
+        this.requests.push(recorded)
         this.#notify()
-        this.#play(this.#script.shift() ?? {}, request.socket, response)
+        const fallback = typeof this.fallback === 'function' ? this.fallback(recorded) : this.fallback
+        this.#play(this.#script.shift() ?? fallback ?? {}, request.socket, response)
       })
     })
     // Keep-alive sockets must not outlive close().

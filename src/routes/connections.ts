@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { problemResponses } from '../errors.js'
 import { StringEnum } from '../schema-helpers.js'
-import { guardQueued } from './deliveries.js'
+import { guardQueued } from './deliveries-guard.js'
 
 const security = [{ workspaceToken: [] }]
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import { deliveryStates, type DeliveryRecord } from '../delivery/queue-store.js'
 import { AppError, problemResponses } from '../errors.js'
@@ -52,7 +52,7 @@ const DeliveryParams = Type.Object({
 
 const ListQuery = Type.Object({
   state: Type.Optional(StringEnum(deliveryStates, { description: 'Only deliveries in this state; every state when left out' })),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
+  limit: Type.Optional(Type.String({ pattern: '^([1-9][0-9]?|[1-4][0-9][0-9]|500)$', description: 'Deliveries per page, 1 to 500; 50 when left out', examples: ['50'] })),
   cursor: Type.Optional(Type.String({ maxLength: 512, description: 'nextCursor of the previous page' }))
 }, { additionalProperties: false })
 
@@ -138,7 +138,7 @@ const deliveries: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
     }
   }, async (request) => {
     const connection = connectionOf(request)
-    const limit = request.query.limit ?? 50
+    const limit = request.query.limit === undefined ? 50 : Number(request.query.limit)
     const before = request.query.cursor === undefined ? undefined : decodeCursor(request.query.cursor)
     const records = await queue.list(connection.id, { state: request.query.state, limit: limit + 1, before })
     const page = records.slice(0, limit)
@@ -214,11 +214,3 @@ export const PreferHeader = Type.String({
   examples: ['respond-async']
 })
 
-/** DELETE of a connection: 409 deliveries_pending while it has queued deliveries (404 first, as for any unknown id). */
-export async function guardQueued (app: FastifyInstance, workspaceId: string, connectionId: string): Promise<void> {
-  if (await app.store.getConnection(workspaceId, connectionId) === undefined) return
-  const pending = await app.store.queue.pending(connectionId)
-  if (pending > 0) {
-    throw new AppError('deliveries_pending', `The connection has ${pending} queued deliveries; deliver or discard them first, or delete with ?discardQueued=true.`, { pending })
-  }
-}
