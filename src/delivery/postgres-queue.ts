@@ -18,7 +18,7 @@ export interface PostgresAccess {
 // replica claimed after our snapshot is re-checked under its lock (READ COMMITTED), finds itself
 // no longer due, and is left out. The payload is joined in the same round trip.
 const CLAIM_SQL = `WITH pick AS (
-    SELECT connection_id FROM deliveries WHERE state = 'queued' AND next_attempt_ms <= $1
+    SELECT connection_id FROM deliveries WHERE state = 'queued' AND next_attempt_ms <= $1 AND NOT (connection_id = ANY ($5::text[]))
     ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED
   ), claimed AS (
     UPDATE deliveries d SET lease = $2, next_attempt_ms = $3, attempts = d.attempts + 1
@@ -64,8 +64,8 @@ export class PostgresQueue implements QueueStore {
     })
   }
 
-  async claim (now: number, leaseMs: number, limit: number) {
-    const result = await this.#db.query<ClaimRow>({ name: 'queue-claim', text: CLAIM_SQL, values: [now, randomBase62(16), now + leaseMs, limit] })
+  async claim (now: number, leaseMs: number, limit: number, skipConnections: string[] = []) {
+    const result = await this.#db.query<ClaimRow>({ name: 'queue-claim', text: CLAIM_SQL, values: [now, randomBase62(16), now + leaseMs, limit, skipConnections] })
     return result.rows.map(toClaimed)
   }
 

@@ -89,8 +89,9 @@ export interface QueueStore {
   /**
    * Takes the oldest due delivery and up to `limit` due deliveries of the same connection, leased
    * until `now + leaseMs` (their next_attempt_ms). Concurrent claimers never get the same one.
+   * Connections in `skipConnections` (paced after a 429) are passed over.
    */
-  claim: (now: number, leaseMs: number, limit: number) => Promise<ClaimedDelivery[]>
+  claim: (now: number, leaseMs: number, limit: number, skipConnections?: string[]) => Promise<ClaimedDelivery[]>
   /** Applies each outcome to a delivery still held under its lease; one whose lease was lost is left alone. */
   finish: (outcomes: Array<{ id: string, lease: string, finish: Finish }>) => Promise<void>
   /** After a 429: none of the connection's idle queued deliveries is due before `untilMs`. */

@@ -38,10 +38,12 @@ export class SqliteQueue implements QueueStore {
     }).immediate()
   }
 
-  async claim (now: number, leaseMs: number, limit: number) {
+  async claim (now: number, leaseMs: number, limit: number, skipConnections: string[] = []) {
     return this.#db.transaction(() => {
-      const first = this.#statement("SELECT connection_id FROM deliveries WHERE state = 'queued' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT 1")
-        .get(now) as { connection_id: string } | undefined
+      const first = (skipConnections.length === 0
+        ? this.#statement("SELECT connection_id FROM deliveries WHERE state = 'queued' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT 1").get(now)
+        : this.#statement("SELECT connection_id FROM deliveries WHERE state = 'queued' AND next_attempt_ms <= ? AND connection_id NOT IN (SELECT value FROM json_each(?)) ORDER BY next_attempt_ms LIMIT 1")
+          .get(now, JSON.stringify(skipConnections))) as { connection_id: string } | undefined
       if (first === undefined) return []
       const lease = randomBase62(16)
       const rows = this.#statement(`UPDATE deliveries SET lease = ?, next_attempt_ms = ?, attempts = attempts + 1

@@ -70,6 +70,8 @@ export class DeliveryWorker {
   #loops: Array<Promise<void>> = []
   #sleepers = new Set<() => void>()
   #lastPurge = 0
+  /** Connections paced after a 429, until when: their new deliveries wait too (per Write Key, this process). */
+  readonly #paced = new Map<string, number>()
 
   constructor (options: WorkerOptions) {
     this.#o = options
@@ -139,7 +141,8 @@ export class DeliveryWorker {
   async runOnce (): Promise<boolean> {
     const { queue, config } = this.#o
     const claimedAt = Date.now()
-    const claimed = await queue.claim(claimedAt, config.delivery.leaseMs, CLAIM_LIMIT)
+    for (const [connectionId, until] of this.#paced) if (until <= claimedAt) this.#paced.delete(connectionId)
+    const claimed = await queue.claim(claimedAt, config.delivery.leaseMs, CLAIM_LIMIT, [...this.#paced.keys()])
     if (claimed.length === 0) return false
     const leaseEnd = claimedAt + config.delivery.leaseMs
     const outcomes = await this.#deliver(claimed, leaseEnd)
@@ -240,7 +243,9 @@ export class DeliveryWorker {
       }
     })
     if (paceUntil !== undefined) {
-      // This Write Key's other queued deliveries wait too; other connections are not slowed.
+      // This Write Key's other queued deliveries wait too, and so do new ones (in this process; a
+      // replica learns from its own 429); other connections are not slowed.
+      this.#paced.set(first.connectionId, paceUntil)
       await this.#o.queue.pace(first.connectionId, Date.now(), paceUntil).catch((error: unknown) => {
         log.warn({ err: error, connectionId: first.connectionId }, 'delivery worker: could not pace the connection')
       })
