@@ -132,7 +132,7 @@ const deliveries: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
         200: Type.Object({
           deliveries: Type.Array(Delivery),
           nextCursor: Type.Optional(Type.String({ description: 'Pass as cursor for the next page; absent on the last page' }))
-        }),
+        }, { examples: [{ deliveries: Delivery.examples, nextCursor: 'WyIyMDI2LTExLTI4VDEyOjAwOjAwLjAwMFoiLCJkbHZfMlZuOFFwWDRjTG1UN3JCMWtaczlhRCJd' }] }),
         ...problemResponses(400, 401, 404, 429, 503)
       }
     }
@@ -175,7 +175,7 @@ const deliveries: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
       summary: 'Queue every failed delivery of the connection again, due now',
       security,
       params: ConnectionIdParams,
-      response: { 202: Type.Object({ requeued: Type.Integer({ minimum: 0 }) }), ...problemResponses(401, 404, 429, 503) }
+      response: { 202: Type.Object({ requeued: Type.Integer({ minimum: 0, description: 'Failed deliveries queued again' }) }, { examples: [{ requeued: 3 }] }), ...problemResponses(401, 404, 429, 503) }
     }
   }, async (request, reply) => {
     const connection = connectionOf(request)
