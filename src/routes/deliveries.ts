@@ -213,4 +213,3 @@ export const PreferHeader = Type.String({
   description: 'respond-async: queue the events (committed, encrypted) and answer 202 at once; a worker delivers them with retries through Segment outages. ?dryRun=true wins.',
   examples: ['respond-async']
 })
-
