@@ -192,6 +192,19 @@ for (const kind of STORES) {
     t.equal(list.json<{ deliveries: unknown[] }>().deliveries.length, 1)
     t.equal((await send('track-event', { userId: 'u', event: 'fits' }, { headers: respondAsync })).statusCode, 202, 'one more event still fits')
     t.equal((await send('track-event', { userId: 'u', event: 'over' }, { headers: respondAsync })).statusCode, 503)
+
+    // Delivered events leave the count, and so do those of a connection deleted with its queue.
+    fake.fallback = undefined
+    await waitFor('the queue drained', async () => {
+      const queued = await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries?state=queued`, headers: workspace.auth })
+      return queued.json<{ deliveries: unknown[] }>().deliveries.length === 0 ? true : undefined
+    })
+    fake.fallback = { status: 503 }
+    t.equal((await send('batch-send', { batch: [...batch.batch, { type: 'track', userId: 'u', event: 'c' }] }, { headers: respondAsync })).statusCode, 202, 'room again after delivery')
+    t.equal((await send('track-event', { userId: 'u', event: 'over' }, { headers: respondAsync })).statusCode, 503)
+    t.equal((await app.inject({ method: 'DELETE', url: `/v1/connections/${connectionId}?discardQueued=true`, headers: workspace.auth })).statusCode, 204)
+    const next = (await createConnection(app, workspace, { name: 'Client B' })).id
+    t.equal((await send('batch-send', { batch: [...batch.batch, { type: 'track', userId: 'u', event: 'c' }] }, { headers: respondAsync, connectionId: next })).statusCode, 202, 'room again after the connection and its queue were deleted')
   })
 
   t.test(`${kind}: a rotation applies to queued events`, async (t) => {

@@ -22,8 +22,7 @@ export class SqliteQueue implements QueueStore {
 
   async enqueue (d: NewDelivery, maxQueuedEvents: number): Promise<boolean> {
     return this.#db.transaction(() => {
-      const { queued } = this.#statement("SELECT coalesce(sum(events), 0) AS queued FROM deliveries WHERE workspace_id = ? AND state = 'queued'")
-        .get(d.workspaceId) as { queued: number }
+      const queued = (this.#statement('SELECT events FROM queue_counts WHERE workspace_id = ?').get(d.workspaceId) as { events: number } | undefined)?.events ?? 0
       if (queued + d.events > maxQueuedEvents) return false
       try {
         this.#statement(`INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)

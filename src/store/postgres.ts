@@ -158,7 +158,7 @@ export class PostgresStore implements Store {
         if (applied.has(migration.version)) continue
         await run('BEGIN')
         try {
-          for (const statement of migration.statements) await run(statement.replaceAll('{blob}', 'BYTEA'))
+          for (const statement of migration.statements) await run((typeof statement === 'string' ? statement : statement.postgres).replaceAll('{blob}', 'BYTEA'))
           await run('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [migration.version, migration.name, new Date().toISOString()])
           await run('COMMIT')
         } catch (error) {

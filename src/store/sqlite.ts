@@ -48,7 +48,7 @@ export class SqliteStore implements Store {
       const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map((r) => r.version))
       for (const migration of migrations) {
         if (applied.has(migration.version)) continue
-        for (const statement of migration.statements) db.exec(statement.replaceAll('{blob}', 'BLOB'))
+        for (const statement of migration.statements) db.exec((typeof statement === 'string' ? statement : statement.sqlite).replaceAll('{blob}', 'BLOB'))
         db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)')
           .run(migration.version, migration.name, new Date().toISOString())
       }
