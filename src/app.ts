@@ -16,6 +16,8 @@ import metrics from './plugins/metrics.js'
 import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
 import oauth from './plugins/oauth.js'
+import delivery from './plugins/delivery.js'
+import deliveries from './routes/deliveries.js'
 import type { Dispatcher } from 'undici'
 
 export interface AppDeps {
@@ -87,6 +89,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(metrics)
   await app.register(segment, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
   await app.register(oauth, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }), ...(deps.clock === undefined ? {} : { clock: deps.clock }) })
+  await app.register(delivery, { config, ...(deps.dispatcher === undefined ? {} : { dispatcher: deps.dispatcher }) })
 
   // Probes stay outside load shedding and budgets, so they answer under load.
   await app.register(ops)
@@ -97,6 +100,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       await tenant.register(workspaceRateLimit, { config })
       await tenant.register(connections)
       await tenant.register(actionRoutes, { config })
+      await tenant.register(deliveries, { config })
     })
   })
 

@@ -86,7 +86,7 @@ async function main (argv: string[]): Promise<number> {
     case 'rewrap': {
       const { ring } = resolveKeyRing(config)
       const result = await withStore(config, async (store) => await rewrap(store, ring, (p) => {
-        process.stderr.write(`rewrap: scanned ${p.scanned}, re-encrypted ${p.rewrapped}, changed meanwhile ${p.raced}\n`)
+        process.stderr.write(`rewrap: scanned ${p.scanned}, re-encrypted ${p.rewrapped}, changed meanwhile ${p.raced}, queued deliveries re-encrypted ${p.deliveries}\n`)
       }))
       process.stdout.write(`rewrap done: ${result.scanned} connections scanned, ${result.rewrapped} re-encrypted under key "${ring.primary.kid}"\n`)
       return 0

@@ -32,7 +32,13 @@ export const EnvSchema = Type.Object({
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: Integer(1000, 0, 600000),
   PRESSURE_MAX_HEAP_BYTES: Integer(0, 0, Number.MAX_SAFE_INTEGER),
   PRESSURE_MAX_RSS_BYTES: Integer(0, 0, Number.MAX_SAFE_INTEGER),
-  SHUTDOWN_GRACE_MS: Integer(20000, 0, 600000)
+  SHUTDOWN_GRACE_MS: Integer(20000, 0, 600000),
+  // Queued delivery (src/delivery/*).
+  DELIVERY_MAX_AGE_MS: Integer(86400000, 1, 30 * 86400000),
+  DELIVERY_BACKOFF_MAX_MS: Integer(300000, 1, 86400000),
+  DELIVERY_LEASE_MS: Integer(30000, 100, 3600000),
+  DELIVERY_RETENTION_MS: Integer(604800000, 0, 365 * 86400000),
+  QUEUE_MAX_EVENTS: Integer(1000000, 1, 1000000000)
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -72,6 +78,7 @@ export interface Config {
   shutdownGraceMs: number
   /** Settings that work but are probably a mistake; logged at start. */
   warnings: string[]
+  delivery: { maxAgeMs: number, backoffMaxMs: number, leaseMs: number, retentionMs: number, queueMaxEvents: number }
 }
 
 /** ADMIN_TOKEN guards every workspace: at least this long (24 random bytes in base64url are 32). */
@@ -215,6 +222,13 @@ export function loadConfig (source: Record<string, string | undefined>): Config 
       maxRssBytes: integer(env, 'PRESSURE_MAX_RSS_BYTES')
     },
     shutdownGraceMs,
-    warnings
+    warnings,
+    delivery: {
+      maxAgeMs: integer(env, 'DELIVERY_MAX_AGE_MS'),
+      backoffMaxMs: integer(env, 'DELIVERY_BACKOFF_MAX_MS'),
+      leaseMs: integer(env, 'DELIVERY_LEASE_MS'),
+      retentionMs: integer(env, 'DELIVERY_RETENTION_MS'),
+      queueMaxEvents: integer(env, 'QUEUE_MAX_EVENTS')
+    }
   }
 }

@@ -10,8 +10,10 @@ export const errorTable = {
   workspace_not_found: { status: 404, title: 'Workspace not found' },
   token_not_found: { status: 404, title: 'Token not found' },
   connection_not_found: { status: 404, title: 'Connection not found' },
+  delivery_not_found: { status: 404, title: 'Delivery not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
   idempotency_key_in_use: { status: 409, title: 'Idempotency-Key in use' },
+  deliveries_pending: { status: 409, title: 'Deliveries pending' },
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency-Key reused' },
@@ -20,6 +22,7 @@ export const errorTable = {
   segment_rejected: { status: 502, title: 'Segment rejected the request' },
   segment_auth_failed: { status: 502, title: 'Segment refused the OAuth client assertion' },
   segment_unavailable: { status: 503, title: 'Segment unavailable' },
+  queue_full: { status: 503, title: 'Queue full' },
   overloaded: { status: 503, title: 'Service overloaded' },
   store_unavailable: { status: 503, title: 'Store unavailable' },
   not_ready: { status: 503, title: 'Not ready' },
@@ -50,6 +53,8 @@ export interface ProblemExtras {
   messageIds?: string[]
   /** OAuth sources: the `error` code of Segment's token endpoint (segment_auth_failed). */
   oauthError?: string
+  /** deliveries_pending: the connection's queued deliveries. */
+  pending?: number
 }
 
 export class AppError extends Error {
@@ -108,7 +113,8 @@ export const ProblemSchema = Type.Object({
   messageIds: Type.Optional(Type.Array(Type.String(), {
     description: 'The same for batch-send: the messageId of each item, in item order.'
   })),
-  oauthError: Type.Optional(Type.String({ description: 'OAuth sources: the `error` code Segment\'s token endpoint answered (segment_auth_failed), e.g. invalid_client', examples: ['invalid_client'] }))
+  oauthError: Type.Optional(Type.String({ description: 'OAuth sources: the `error` code Segment\'s token endpoint answered (segment_auth_failed), e.g. invalid_client', examples: ['invalid_client'] })),
+  pending: Type.Optional(Type.Integer({ description: 'Queued deliveries that block the delete (deliveries_pending)' }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
 
 /** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */

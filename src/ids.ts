@@ -25,6 +25,6 @@ export function toBase62 (value: number, width: number): string {
 }
 
 /** A prefixed, 131-bit random identifier such as `con_4Qm…`. */
-export function newId (prefix: 'ws' | 'tok' | 'con'): string {
+export function newId (prefix: 'ws' | 'tok' | 'con' | 'dlv'): string {
   return `${prefix}_${randomBase62(22)}`
 }

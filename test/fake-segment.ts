@@ -47,6 +47,8 @@ export class FakeSegment {
   readonly requests: RecordedRequest[] = []
   /** Picks the answer to a request from its content; see the top of this file. */
   decide: ((request: RecordedRequest) => FakeStep | undefined) | undefined
+  /** The step played when the script is empty (an outage: `{ status: 503 }`), or a function of the request choosing it; undefined: 200. */
+  fallback: FakeStep | ((request: RecordedRequest) => FakeStep) | undefined
   #script: FakeStep[] = []
   #server: Server | undefined
   #url: string | undefined
@@ -71,7 +73,8 @@ export class FakeSegment {
         const recorded = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawBody, body, receivedAt: Date.now() }
         this.requests.push(recorded)
         this.#notify()
-        this.#play(this.decide?.(recorded) ?? this.#script.shift() ?? {}, request.socket, response)
+        const fallback = typeof this.fallback === 'function' ? this.fallback(recorded) : this.fallback
+        this.#play(this.decide?.(recorded) ?? this.#script.shift() ?? fallback ?? {}, request.socket, response)
       })
     })
     // Keep-alive sockets must not outlive close().

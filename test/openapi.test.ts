@@ -75,7 +75,7 @@ t.test('action operations name the limits and what "accepted" means, and every e
     const operation = committed.paths[`/v1/connections/{connectionId}/actions/${action}`]?.post as unknown as { description: string, responses: Record<string, unknown> }
     t.match(operation.description, /not that downstream destinations processed it/, action)
     t.match(operation.description, /32000/, action)
-    t.same(Object.keys(operation.responses).sort(), ['200', '400', '401', '404', '409', '413', '415', '422', '429', '502', '503', '504'], action)
+    t.same(Object.keys(operation.responses).sort(), ['200', '202', '400', '401', '404', '409', '413', '415', '422', '429', '502', '503', '504'], action)
   }
 })
 

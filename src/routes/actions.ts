@@ -8,6 +8,7 @@ import { buildUpstream } from '../segment/build.js'
 import { laneKey } from '../segment/coalesce.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
+import { PreferHeader, prefersAsync, Queued } from './deliveries.js'
 
 const security = [{ workspaceToken: [] }]
 
@@ -23,7 +24,8 @@ const Headers = Type.Object({
     maxLength: 255,
     description: 'As the IETF httpapi draft "The Idempotency-Key HTTP Header Field". Generated messageIds derive from workspace, connection, action, this key and the item index, so a retried workflow step sends the same messageIds. The key is remembered per workspace, connection and action with a fingerprint of the body (the same JSON matches, whatever its whitespace, key order or sentAt) for 24 hours once its request ended in a 2xx: the same key and body gets that answer again with `Idempotent-Replayed: true` and nothing is sent; another body is 422 idempotency_key_reused; while the first request is still running, 409 idempotency_key_in_use. A request that ended in an error is not remembered, so it can be retried with the same key.',
     examples: ['run-8812-step-3']
-  }))
+  })),
+  prefer: Type.Optional(PreferHeader)
 })
 
 // Response headers of a 200, for the OpenAPI document (@fastify/swagger moves them out of the schema).
@@ -79,6 +81,7 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         body: action.body,
         response: {
           200: { ...(batch ? BatchAccepted : ActionAccepted), headers: ReplayHeaders },
+          202: Queued,
           ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429, 502, 503, 504)
         }
       }
@@ -110,6 +113,17 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
       if (request.query.dryRun === 'true') {
         fields.dryRun = true
         return answer({ status: 'validated', action: name, ...ids, bytes: upstream.bytes, attempts: 0 })
+      }
+
+      // Queued delivery (src/delivery/): committed, then 202; a worker sends it. Before the
+      // Idempotency-Key claim: a queued call is not remembered, but a retried one with the same key
+      // queues the same messageIds, which Segment drops as duplicates.
+      if (prefersAsync(request.headers.prefer)) {
+        const { deliveryId } = await app.delivery.accept({ action: name, upstream, workspaceId, connectionId })
+        reply.code(202)
+          .header('preference-applied', 'respond-async')
+          .header('location', `/v1/connections/${encodeURIComponent(connectionId)}/deliveries/${deliveryId}`)
+        return answer({ status: 'queued', action: name, ...ids, bytes: upstream.bytes, deliveryId })
       }
 
       const started = idempotencyKey === undefined

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { problemResponses } from '../errors.js'
 import { StringEnum } from '../schema-helpers.js'
+import { guardQueued } from './deliveries-guard.js'
 
 const security = [{ workspaceToken: [] }]
 
@@ -187,9 +188,16 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Delete a connection and its stored Write Key',
       security,
       params: ConnectionIdParams,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...problemResponses(401, 404, 429, 503) }
+      querystring: Type.Object({
+        discardQueued: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')], {
+          description: 'true: delete even with queued deliveries, discarding them; otherwise such a delete is 409 deliveries_pending'
+        }))
+      }, { additionalProperties: false }),
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problemResponses(400, 401, 404, 409, 429, 503) }
     }
   }, async (request, reply) => {
+    // Queued delivery (src/delivery/): queued events are not dropped silently.
+    if (request.query.discardQueued !== 'true') await guardQueued(app, request.workspaceId, request.params.connectionId)
     await app.connections.delete(request.workspaceId, request.params.connectionId)
     app.oauth.forget(request.params.connectionId)
     return reply.code(204).send(null)

@@ -1,7 +1,10 @@
 // Versioned schema, one entry per version, applied in order and never edited once shipped.
 // Both stores use the same statements: the types used are valid in SQLite and PostgreSQL except
 // the binary column, which each store names itself (`{blob}`).
-export const migrations: ReadonlyArray<{ version: number, name: string, statements: string[] }> = [
+// A statement that differs by store (a trigger, say) is given as `{ sqlite, postgres }`.
+export type MigrationStatement = string | { sqlite: string, postgres: string }
+
+export const migrations: ReadonlyArray<{ version: number, name: string, statements: MigrationStatement[] }> = [
   {
     version: 1,
     name: 'workspaces, tokens, connections, meta',
@@ -73,6 +76,90 @@ export const migrations: ReadonlyArray<{ version: number, name: string, statemen
       'ALTER TABLE connections ADD COLUMN oauth_auth_server TEXT',
       'ALTER TABLE connections ADD COLUMN oauth_private_key_kid TEXT',
       'ALTER TABLE connections ADD COLUMN oauth_private_key_sealed {blob}'
+    ]
+  },
+  // ---- queued delivery (src/delivery/*) ----
+  // The outbox. `deliveries` keeps one small row per accepted request (no event data); its events,
+  // sealed with the key ring, live in `delivery_events` and are deleted as soon as they are
+  // delivered, so the hot rows stay narrow and PostgreSQL's dead tuples are small. A queued row's
+  // `next_attempt_ms` is both its due time and, while a worker holds it, its lease expiry: a
+  // crashed worker's delivery simply becomes due again.
+  {
+    version: 4,
+    name: 'queued delivery: deliveries and their sealed events',
+    statements: [
+      `CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+        action TEXT NOT NULL,
+        state TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        message_ids TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        next_attempt_ms BIGINT NOT NULL,
+        lease TEXT,
+        solo INTEGER NOT NULL,
+        finished_ms BIGINT,
+        delivered_at TEXT,
+        upstream_status INTEGER,
+        error TEXT
+      )`,
+      // The workers' claim: the oldest due delivery, then that connection's due ones.
+      'CREATE INDEX deliveries_due ON deliveries (next_attempt_ms) WHERE state = \'queued\'',
+      'CREATE INDEX deliveries_connection_due ON deliveries (connection_id, next_attempt_ms) WHERE state = \'queued\'',
+      // The deliveries routes (newest first, by state) and the delete guard.
+      'CREATE INDEX deliveries_connection_created ON deliveries (connection_id, created_at, id)',
+      // QUEUE_MAX_EVENTS: the queued events of each workspace, kept by triggers on every change
+      // of a delivery (connection deletes cascade through them too), so the check on accept
+      // reads one row instead of summing a queue that may hold a million events.
+      `CREATE TABLE queue_counts (
+        workspace_id TEXT PRIMARY KEY,
+        events BIGINT NOT NULL
+      )`,
+      {
+        sqlite: `CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries WHEN NEW.state = 'queued' BEGIN
+          INSERT INTO queue_counts (workspace_id, events) VALUES (NEW.workspace_id, NEW.events)
+            ON CONFLICT (workspace_id) DO UPDATE SET events = events + excluded.events;
+        END`,
+        postgres: `CREATE FUNCTION deliveries_count () RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.state = 'queued' THEN
+            UPDATE queue_counts SET events = events - OLD.events WHERE workspace_id = OLD.workspace_id;
+          END IF;
+          IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.state = 'queued' THEN
+            INSERT INTO queue_counts (workspace_id, events) VALUES (NEW.workspace_id, NEW.events)
+              ON CONFLICT (workspace_id) DO UPDATE SET events = queue_counts.events + excluded.events;
+          END IF;
+          RETURN NULL;
+        END $$`
+      },
+      {
+        sqlite: `CREATE TRIGGER deliveries_count_update AFTER UPDATE OF state ON deliveries WHEN (OLD.state = 'queued') <> (NEW.state = 'queued') BEGIN
+          INSERT INTO queue_counts (workspace_id, events) VALUES (NEW.workspace_id, CASE WHEN NEW.state = 'queued' THEN NEW.events ELSE -OLD.events END)
+            ON CONFLICT (workspace_id) DO UPDATE SET events = events + excluded.events;
+        END`,
+        postgres: `CREATE TRIGGER deliveries_count_insert_delete AFTER INSERT OR DELETE ON deliveries
+          FOR EACH ROW EXECUTE FUNCTION deliveries_count ()`
+      },
+      {
+        sqlite: `CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries WHEN OLD.state = 'queued' BEGIN
+          UPDATE queue_counts SET events = events - OLD.events WHERE workspace_id = OLD.workspace_id;
+        END`,
+        postgres: `CREATE TRIGGER deliveries_count_update AFTER UPDATE OF state ON deliveries
+          FOR EACH ROW WHEN ((OLD.state = 'queued') IS DISTINCT FROM (NEW.state = 'queued')) EXECUTE FUNCTION deliveries_count ()`
+      },
+      // Retention of delivered records.
+      'CREATE INDEX deliveries_finished ON deliveries (finished_ms) WHERE state = \'delivered\'',
+      `CREATE TABLE delivery_events (
+        delivery_id TEXT PRIMARY KEY REFERENCES deliveries (id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        sealed {blob} NOT NULL
+      )`
     ]
   }
 ]

@@ -2,6 +2,7 @@ import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Config } from '../config.js'
 import { migrations } from './migrations.js'
+import { PostgresQueue } from '../delivery/postgres-queue.js'
 import { CONNECTION_COLUMNS, oauthValues, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import { StoreUnavailableError } from './store.js'
 import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, OAuthRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
@@ -80,6 +81,10 @@ export class PostgresStore implements Store {
   readonly kind = 'postgres'
   readonly #pool: pg.Pool
   #closed = false
+  readonly queue = new PostgresQueue({
+    query: async (query) => await this.#query(query),
+    transaction: async (work) => await this.#transaction(work)
+  })
 
   constructor (database: PostgresConfig) {
     this.#pool = new pg.Pool({
@@ -125,6 +130,22 @@ export class PostgresStore implements Store {
     }
   }
 
+  // Queued delivery (src/delivery/postgres-queue.ts) runs its multi-statement writes here.
+  async #transaction<T> (work: (client: PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#checkout()
+    try {
+      await client.query('BEGIN')
+      const result = await work(client)
+      await client.query('COMMIT')
+      this.#checkin(client)
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(ignore)
+      this.#checkin(client, error)
+      throw translate(error)
+    }
+  }
+
   async migrate (): Promise<void> {
     const client = await this.#checkout()
     const run = async (text: string, values?: unknown[]): Promise<QueryResult> =>
@@ -140,7 +161,7 @@ export class PostgresStore implements Store {
         if (applied.has(migration.version)) continue
         await run('BEGIN')
         try {
-          for (const statement of migration.statements) await run(statement.replaceAll('{blob}', 'BYTEA'))
+          for (const statement of migration.statements) await run((typeof statement === 'string' ? statement : statement.postgres).replaceAll('{blob}', 'BYTEA'))
           await run('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [migration.version, migration.name, new Date().toISOString()])
           await run('COMMIT')
         } catch (error) {

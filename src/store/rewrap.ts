@@ -1,11 +1,14 @@
 import { CANARY_AAD, CANARY_META_KEY, connectionAad, oauthKeyAad, type KeyRing } from './crypto.js'
 import type { SealedSecret, Store } from './store.js'
+import { deliveryAad } from '../delivery/payload.js'
 
 export interface RewrapProgress {
   scanned: number
   rewrapped: number
   /** Rows a concurrent rotation changed under us; they already carry a fresh secret. */
   raced: number
+  /** Queued deliveries' sealed events re-encrypted (src/delivery/). */
+  deliveries: number
 }
 
 const PAGE = 200
@@ -15,7 +18,7 @@ const PAGE = 200
  * compare-and-set, so it is safe to interrupt, to rerun, and to run while replicas rotate keys.
  */
 export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progress: RewrapProgress) => void): Promise<RewrapProgress> {
-  const progress: RewrapProgress = { scanned: 0, rewrapped: 0, raced: 0 }
+  const progress: RewrapProgress = { scanned: 0, rewrapped: 0, raced: 0, deliveries: 0 }
   const canary = await store.getMeta(CANARY_META_KEY)
   if (canary !== undefined && !ring.isCurrent(canary)) {
     await store.setMeta(CANARY_META_KEY, reseal(ring, canary, CANARY_AAD), canary)
@@ -43,6 +46,7 @@ export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progres
     onProgress?.({ ...progress })
   }
   await rewrapOAuthKeys(store, ring, progress, onProgress)
+  await rewrapDeliveries(store, ring, progress, onProgress)
   return progress
 }
 
@@ -64,6 +68,25 @@ async function rewrapOAuthKeys (store: Store, ring: KeyRing, progress: RewrapPro
         progress.raced++
         current = (await store.getConnection(row.workspaceId, row.id))?.oauth?.privateKey
       }
+    }
+    after = rows[rows.length - 1]!.id
+    onProgress?.({ ...progress })
+  }
+}
+
+/**
+ * Queued (and failed) deliveries' events. A failed swap means the delivery was delivered or
+ * discarded meanwhile (its events are gone), or another rewrap got there first: nothing to redo.
+ */
+async function rewrapDeliveries (store: Store, ring: KeyRing, progress: RewrapProgress, onProgress?: (progress: RewrapProgress) => void): Promise<void> {
+  let after = ''
+  for (;;) {
+    const rows = await store.queue.listSealedEvents(after, PAGE)
+    if (rows.length === 0) break
+    for (const row of rows) {
+      if (ring.isCurrent(row.payload)) continue
+      const aad = deliveryAad(row.workspaceId, row.connectionId, row.id)
+      if (await store.queue.swapSealedEvents(row.id, row.payload, reseal(ring, row.payload, aad))) progress.deliveries++
     }
     after = rows[rows.length - 1]!.id
     onProgress?.({ ...progress })

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { migrations } from './migrations.js'
+import { SqliteQueue } from '../delivery/sqlite-queue.js'
 import { oauthValues, toConnection, toTokenWithConnection, tokenWithConnectionSql, type ConnectionRow, type TokenWithConnectionRow } from './rows.js'
 import type { ConnectionPatch, ConnectionRecord, IdempotencyClaim, IdempotencyKeyId, OAuthRecord, SealedRow, SealedSecret, Store, TokenRecord, TokenWithConnection, WorkspaceRecord } from './store.js'
 
@@ -18,6 +19,7 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database
   // Compiled once per SQL text: preparing costs more than running these small indexed queries.
   readonly #statements = new Map<string, Database.Statement>()
+  readonly queue: SqliteQueue
 
   constructor (path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
@@ -27,6 +29,7 @@ export class SqliteStore implements Store {
     this.#db.pragma('busy_timeout = 5000')
     // Deleted secrets are overwritten, not left in free pages.
     this.#db.pragma('secure_delete = ON')
+    this.queue = new SqliteQueue(this.#db, (sql) => this.#statement(sql))
   }
 
   #statement (sql: string): Database.Statement {
@@ -46,7 +49,7 @@ export class SqliteStore implements Store {
       const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map((r) => r.version))
       for (const migration of migrations) {
         if (applied.has(migration.version)) continue
-        for (const statement of migration.statements) db.exec(statement.replaceAll('{blob}', 'BLOB'))
+        for (const statement of migration.statements) db.exec((typeof statement === 'string' ? statement : statement.sqlite).replaceAll('{blob}', 'BLOB'))
         db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)')
           .run(migration.version, migration.name, new Date().toISOString())
       }

@@ -1,6 +1,8 @@
 // The store interface. SQL and driver details stay inside the implementations (sqlite.ts,
 // postgres.ts); the rest of the service sees only these records and methods.
 
+import type { QueueStore } from '../delivery/queue-store.js'
+
 export interface WorkspaceRecord {
   id: string
   name: string
@@ -137,6 +139,9 @@ export interface Store {
 
   getMeta: (key: string) => Promise<SealedSecret | undefined>
   setMeta: (key: string, value: SealedSecret, expected?: SealedSecret) => Promise<boolean>
+
+  /** Queued delivery's outbox (src/delivery/). */
+  readonly queue: QueueStore
 }
 
 /** The store cannot be reached (database down, pool exhausted); answered as a coded 503. */

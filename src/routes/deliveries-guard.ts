@@ -1,0 +1,11 @@
+import type { FastifyInstance } from 'fastify'
+import { AppError } from '../errors.js'
+
+/** DELETE of a connection: 409 deliveries_pending while it has queued deliveries (404 first, as for any unknown id). */
+export async function guardQueued (app: FastifyInstance, workspaceId: string, connectionId: string): Promise<void> {
+  if (await app.store.getConnection(workspaceId, connectionId) === undefined) return
+  const pending = await app.store.queue.pending(connectionId)
+  if (pending > 0) {
+    throw new AppError('deliveries_pending', `The connection has ${pending} queued deliveries; deliver or discard them first, or delete with ?discardQueued=true.`, { pending })
+  }
+}
