@@ -9,7 +9,7 @@ import type { AppDeps } from '../src/app.js'
 import type { Config } from '../src/config.js'
 import { build, createConnection, createWorkspace } from './helper.js'
 import { callAction, fakeSegment, GENERATED_ID, setupActions, WRITE_KEY, withoutSentAt, type ActionsSetup } from './support/actions.js'
-import { freshPostgresUrl } from './support/postgres.js'
+import { freshPostgresUrl, postgresSkip } from './support/postgres.js'
 import { upstreamGate } from './support/upstream-gate.js'
 
 const event = { userId: 'u1', event: 'Order Completed', properties: { total: 12.5, label: 'café 🎉' } }
@@ -72,7 +72,7 @@ async function setupWith (t: Test, env: Record<string, string>, deps: AppDeps): 
 }
 
 for (const kind of ['sqlite', 'postgres'] as const) {
-  t.test(kind, async (t) => {
+  t.test(kind, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const setup = async (t: Test, env: Record<string, string> = {}, deps: AppDeps = {}): Promise<ActionsSetup> =>
       await setupWith(t, { ...await storeEnv(t, kind), ...env }, deps)
 
