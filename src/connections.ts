@@ -128,7 +128,7 @@ export class ConnectionService {
   async create (workspaceId: string, input: CreateConnectionInput): Promise<ConnectionView> {
     const endpoint = input.endpoint === undefined ? null : this.allowedEndpoint(input.endpoint)
     const id = newId('con')
-    const oauth = input.oauth === undefined ? undefined : await this.#sealOAuth(workspaceId, id, input.oauth, '/oauth')
+    const oauth = input.oauth === undefined ? undefined : this.#sealOAuth(workspaceId, id, input.oauth, '/oauth')
     const now = new Date().toISOString()
     const record: ConnectionRecord = {
       id,
@@ -172,7 +172,7 @@ export class ConnectionService {
 
   /** Sets or rotates the OAuth credentials; the caller forgets the connection's cached token. */
   async setOAuth (workspaceId: string, id: string, input: OAuthInput): Promise<ConnectionView> {
-    const oauth = await this.#sealOAuth(workspaceId, id, input, '')
+    const oauth = this.#sealOAuth(workspaceId, id, input, '')
     const record = await this.#store.replaceOAuth(workspaceId, id, oauth, new Date().toISOString())
     if (record === undefined) throw notFound()
     return toView(record)
@@ -217,9 +217,9 @@ export class ConnectionService {
    * Checks OAuth credentials as given and seals the private key; `pointer` is where they sit in
    * the request body, for the 400's paths. The key is never quoted in an answer.
    */
-  async #sealOAuth (workspaceId: string, id: string, input: OAuthInput, pointer: string): Promise<OAuthRecord> {
+  #sealOAuth (workspaceId: string, id: string, input: OAuthInput, pointer: string): OAuthRecord {
     const authServer = input.authServer === undefined ? null : this.allowedEndpoint(input.authServer, `${pointer}/authServer`)
-    const problem = await privateKeyProblem(input.privateKey)
+    const problem = privateKeyProblem(input.privateKey)
     if (problem !== undefined) {
       throw new AppError('invalid_request', 'the OAuth private key is not a PKCS#8 PEM RSA private key', {
         errors: [{ path: `${pointer}/privateKey`, message: problem }]

@@ -30,7 +30,7 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
  * Why `pem` cannot sign our client assertions, or undefined when it can: a PKCS#8 PEM RSA private
  * key of at least 2048 bits (RS256), unencrypted. The messages never quote the key.
  */
-export async function privateKeyProblem (pem: string): Promise<string | undefined> {
+export function privateKeyProblem (pem: string): string | undefined {
   const text = pem.trim()
   if (text.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) return 'must not be encrypted: give the unencrypted PKCS#8 PEM (openssl pkcs8 -topk8 -nocrypt)'
   if (text.includes('-----BEGIN RSA PRIVATE KEY-----')) return 'is PKCS#1 ("BEGIN RSA PRIVATE KEY"); convert it to PKCS#8 with: openssl pkcs8 -topk8 -nocrypt -in key.pem'
@@ -44,11 +44,6 @@ export async function privateKeyProblem (pem: string): Promise<string | undefine
   }
   if (details.type !== 'rsa') return `must be an RSA key (RS256); this one is ${details.type ?? 'of an unknown type'}`
   if (details.bits < 2048) return `must be an RSA key of at least 2048 bits (RS256); this one has ${details.bits}`
-  try {
-    await importPKCS8(text, 'RS256')
-  } catch {
-    return 'cannot be used for RS256 signatures'
-  }
   return undefined
 }
 
@@ -164,13 +159,6 @@ export class OAuthTokens {
   /** The connection's credentials changed or went away (rotation, removal, delete): forget its token. */
   forget (connectionId: string): void {
     this.#entries.delete(connectionId)
-  }
-
-  /** How many connections have a cached token (for tests). */
-  get cachedTokens (): number {
-    let count = 0
-    for (const entry of this.#entries.values()) if (entry.token !== undefined) count++
-    return count
   }
 
   async close (): Promise<void> {
