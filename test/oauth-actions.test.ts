@@ -4,7 +4,7 @@ import t from 'tap'
 import { REFRESH_MARGIN_MS } from '../src/segment/oauth.js'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { build, createConnection, createWorkspace } from './helper.js'
+import { ADMIN_TOKEN, build, createConnection, createWorkspace } from './helper.js'
 import { basicAuth, callAction, fakeSegment } from './support/actions.js'
 import { ManualClock, oauthKeyPair } from './support/fake-oauth.js'
 import { CLIENT_ID, KEY_ID, OAUTH_WRITE_KEY, bearer, fakeOAuth, setupOAuth, testKeys } from './support/oauth.js'
@@ -54,7 +54,11 @@ t.test('a token is cached across sequential calls and fetched once for concurren
   const answers = await Promise.all(Array.from({ length: 25 }, async () => await send('track-event', track, { connectionId: id })))
   t.same(answers.map((a) => a.statusCode), answers.map(() => 200))
   t.equal(oauth.requests.length, 2, 'one token request for 25 concurrent callers')
-  t.equal(fake.requests.filter((r) => r.headers.authorization === bearer(oauth.issued[1])).length, 25, 'all 25 carried the new token')
+  // Coalescing may join them into fewer requests: count the events each request carried.
+  const carried = fake.requests.filter((r) => r.headers.authorization === bearer(oauth.issued[1]))
+    .map((r) => r.url === '/v1/batch' ? (r.body as { batch: unknown[] }).batch.length : 1)
+  t.equal(carried.reduce((a, b) => a + b, 0), 25, 'all 25 carried the new token')
+  t.ok(carried.length <= 25)
 })
 
 t.test('a token is replaced shortly before it expires', async (t) => {
@@ -299,7 +303,7 @@ t.test('a custom authServer only from SEGMENT_ALLOWED_ENDPOINTS', async (t) => {
 
   // The operator drops it from the allowlist: the stored connection no longer sends.
   await app.close()
-  const again = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, SEGMENT_API_URL: config.segment.baseUrls.us, SEGMENT_OAUTH_URL: oauth.url, LOG_LEVEL: 'silent', ADMIN_TOKEN: 'x' }))
+  const again = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, SEGMENT_API_URL: config.segment.baseUrls.us, SEGMENT_OAUTH_URL: oauth.url, LOG_LEVEL: 'silent', ADMIN_TOKEN }))
   t.teardown(async () => { await again.close() })
   const blocked = await callAction(again, workspace, id, 'track-event', track)
   t.equal(blocked.statusCode, 400)
@@ -325,4 +329,58 @@ t.test('the limits count the added writeKey', async (t) => {
   const batchBytes = (await send('batch-send', batch, { query: 'dryRun=true' })).json().bytes as number
   const basicBatchBytes = (await send('batch-send', batch, { query: 'dryRun=true', connectionId: basicId })).json().bytes as number
   t.equal(batchBytes - basicBatchBytes, `,"writeKey":${JSON.stringify(OAUTH_WRITE_KEY)}`.length, 'in a batch body too')
+})
+
+t.test('coalesced: calls joined while a request is in flight share one /v1/batch with Bearer and a top-level writeKey', async (t) => {
+  const { send, fake, oauth } = await setupOAuth(t, { SEGMENT_ATTEMPT_TIMEOUT_MS: '60000', SEGMENT_DEADLINE_MS: '120000' })
+  let open = (): void => {}
+  fake.respondWith([{ until: new Promise((resolve) => { open = () => { resolve(undefined) } }) }])
+  const first = send('track-event', { ...track, userId: 'first' })
+  await fake.waitForRequests(1)
+  const joined = Array.from({ length: 4 }, async (_, i) => await send('track-event', { ...track, userId: `joined-${i}` }))
+  // The four wait for the held request: the next one to go out carries all of them.
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  open()
+  t.equal((await first).statusCode, 200)
+  const answers = await Promise.all(joined)
+  t.same(answers.map((a) => a.statusCode), [200, 200, 200, 200])
+  const batches = fake.requests.filter((r) => r.url === '/v1/batch')
+  t.ok(batches.length >= 1, 'the waiting calls went together')
+  for (const request of fake.requests) t.equal(request.headers.authorization, bearer(oauth.issued[0]), `${request.url}: the one token`)
+  for (const request of batches) {
+    const body = request.body as { batch: Array<Record<string, unknown>>, writeKey?: string }
+    t.same(Object.keys(body), ['batch', 'writeKey', 'sentAt'], 'a joined body as Segment\'s library sends a batch')
+    t.equal(body.writeKey, OAUTH_WRITE_KEY)
+    t.ok(body.batch.every((item) => !('writeKey' in item)), 'no item carries the Write Key')
+  }
+  const ids = fake.requests.flatMap((r) => r.url === '/v1/batch' ? (r.body as { batch: Array<{ messageId: string }> }).batch.map((i) => i.messageId) : [(r.body as { messageId: string }).messageId])
+  t.same(new Set(ids).size, 5, 'every messageId exactly once')
+  t.equal(oauth.requests.length, 1, 'one token request')
+})
+
+t.test('queued: an OAuth source\'s queued events are delivered with Bearer and a top-level writeKey only', async (t) => {
+  const { send, fake, oauth, app, workspace, connectionId } = await setupOAuth(t, { DELIVERY_LEASE_MS: '3000', DELIVERY_BACKOFF_MAX_MS: '40' })
+  const accepted = await Promise.all([1, 2, 3].map(async (i) => await send('track-event', { ...track, userId: `q-${i}` }, { headers: { prefer: 'respond-async' } })))
+  t.same(accepted.map((a) => a.statusCode), [202, 202, 202])
+  for (const answer of accepted) {
+    const { deliveryId } = answer.json<{ deliveryId: string }>()
+    for (let state = ''; state !== 'delivered';) {
+      const delivery = await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries/${deliveryId}`, headers: workspace.auth })
+      state = delivery.json<{ state: string }>().state
+      t.not(state, 'failed', 'not a dead letter')
+      if (state === 'failed') return
+      if (state !== 'delivered') await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  const sent = fake.requests.filter((r) => r.url === '/v1/batch')
+  t.ok(sent.length >= 1)
+  const items: Array<Record<string, unknown>> = []
+  for (const request of sent) {
+    t.equal(request.headers.authorization, bearer(oauth.issued[0]), 'the token, not Basic')
+    const body = request.body as { batch: Array<Record<string, unknown>>, writeKey?: string }
+    t.equal(body.writeKey, OAUTH_WRITE_KEY, 'the Write Key at the top level')
+    items.push(...body.batch)
+  }
+  t.same(items.map((item) => item.userId).sort(), ['q-1', 'q-2', 'q-3'])
+  t.ok(items.every((item) => !('writeKey' in item) && item.type === 'track'), 'items carry no Write Key of their own')
 })

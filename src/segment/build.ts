@@ -79,18 +79,20 @@ function buildSingle (path: string, type: string, body: Json, nextId: (index: nu
   // Encoded once: the buffer's length is the exact size, and each attempt copies it.
   const encoded = Buffer.from(JSON.stringify(event))
   // Without its closing brace, which comes with sentAt.
-  const head = withBodyWriteKey(encoded.subarray(0, -1), options.bodyWriteKey)
+  const eventHead = encoded.subarray(0, -1)
+  const head = withBodyWriteKey(eventHead, options.bodyWriteKey)
   const bytes = head.length + sentAtTailBytes
   if (bytes > options.maxEventBytes) {
     throw new AppError('payload_too_large', `The event is ${bytes} bytes; Segment accepts at most ${options.maxEventBytes}.`, {
       limit: options.maxEventBytes, size: bytes, largestFields: largestFields(event)
     })
   }
-  // As a batch item: the same object with its `type` first (a given `type` already equals it).
+  // As a batch item: the same object with its `type` first (a given `type` already equals it), and
+  // without an OAuth source's writeKey, which belongs to the whole body.
   const part = once((): BatchPart => ({
     items: event.type === undefined
-      ? Buffer.concat([Buffer.from(`{"type":${JSON.stringify(type)},`), head.subarray(1), closeBrace])
-      : Buffer.concat([head, closeBrace]),
+      ? Buffer.concat([Buffer.from(`{"type":${JSON.stringify(type)},`), eventHead.subarray(1), closeBrace])
+      : Buffer.concat([eventHead, closeBrace]),
     events: 1
   }))
   return { path, messageIds: [event.messageId as string], events: 1, bytes, render: (sentAt) => withSentAt(head, sentAt), part }
