@@ -1,30 +1,12 @@
 import { LRUCache } from 'lru-cache'
-import type { Config, Region } from './config.js'
+import type { Config } from './config.js'
 import { AppError } from './errors.js'
+import type { ConnectionView, CreateConnectionInput } from './connection-schemas.js'
 import { newId } from './ids.js'
-import { connectionAad, type KeyRing } from './store/crypto.js'
+import { DecryptError, connectionAad, type KeyRing } from './store/crypto.js'
 import type { ConnectionPatch, ConnectionRecord, Store } from './store/store.js'
 
 export const PASSWORD_WARNING = 'password is documentation only: Segment authenticates with the Write Key as the Basic username and a blank password, so the value was neither stored nor sent'
-
-export interface ConnectionView {
-  id: string
-  name: string
-  region: Region
-  endpoint?: string
-  writeKeyHint: string
-  createdAt: string
-  updatedAt: string
-  warnings?: string[]
-}
-
-export interface CreateConnectionInput {
-  name: string
-  writeKey: string
-  password?: string
-  region?: Region
-  endpoint?: string
-}
 
 /** A connection ready to send: where, and with which (decrypted) Write Key. */
 export interface ResolvedConnection {
@@ -91,12 +73,12 @@ export class ConnectionService {
   readonly #segment: Config['segment']
   readonly #opened: LRUCache<string, string>
 
-  constructor (store: Store, ring: KeyRing, segment: Config['segment'], { openedKeyTtlMs = OPENED_KEY_TTL_MS } = {}) {
+  constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
     this.#store = store
     this.#ring = ring
     this.#segment = segment
     // ttlAutopurge: an expired key leaves memory on its own, not only when it is looked up again.
-    this.#opened = new LRUCache({ max: OPENED_KEYS_MAX, ttl: openedKeyTtlMs, ttlAutopurge: true })
+    this.#opened = new LRUCache({ max: OPENED_KEYS_MAX, ttl: OPENED_KEY_TTL_MS, ttlAutopurge: true })
   }
 
   /**
@@ -182,18 +164,19 @@ export class ConnectionService {
     return { record, baseUrl, writeKey: this.#open(record) }
   }
 
-  /** How many opened Write Keys are in memory (for tests). */
-  get openedKeys (): number {
-    return this.#opened.size
-  }
-
   #open (record: ConnectionRecord): string {
     const aad = connectionAad(record.workspaceId, record.id)
     const { kid, sealed } = record.secret
     const key = `${aad}\0${kid}\0${sealed.toString('base64')}`
     let writeKey = this.#opened.get(key)
     if (writeKey === undefined) {
-      writeKey = this.#ring.open(record.secret, aad)
+      try {
+        writeKey = this.#ring.open(record.secret, aad)
+      } catch (error) {
+        if (!(error instanceof DecryptError)) throw error
+        // The operator's to fix (a key missing from ENCRYPTION_KEYS): nothing was sent.
+        throw new AppError('key_unavailable', 'this connection\'s Write Key cannot be decrypted with the configured keys; nothing was sent', {}, undefined, { cause: error })
+      }
       this.#opened.set(key, writeKey)
     }
     return writeKey

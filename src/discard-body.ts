@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http'
 
 /** How much of a refused body is read and thrown away before answering regardless… */
-export const DISCARD_MAX_BYTES = 10 * 1024 * 1024
+const DISCARD_MAX_BYTES = 10 * 1024 * 1024
 /** …and for how long, whichever comes first (design/api.md, Answers). */
-export const DISCARD_MAX_MS = 10_000
+const DISCARD_MAX_MS = 10_000
 
 /**
  * For an error answered while the request body is still arriving (413, 401, 415, …): reads and

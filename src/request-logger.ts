@@ -21,11 +21,6 @@ export class DeferredChildLogger implements FastifyBaseLogger {
     this.#options = options
   }
 
-  /** Whether the real child exists yet (for tests). */
-  get made (): boolean {
-    return this.#child !== undefined
-  }
-
   get level (): string {
     return this.#child?.level ?? this.#options.level ?? this.#parent.level
   }

@@ -1,49 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { problemResponses } from '../errors.js'
-import { StringEnum } from '../schema-helpers.js'
+import { Connection, CreateConnectionBody, Endpoint, Name, Password, Region, WriteKey } from '../connection-schemas.js'
 
 const security = [{ workspaceToken: [] }]
 
 export const ConnectionIdParams = Type.Object({
   connectionId: Type.String({ minLength: 1, maxLength: 64, examples: ['con_7hQ2xV9mLc4RtB1nKp8wZd'] })
-})
-
-// Printable ASCII without spaces or ':' (the Basic username cannot hold a colon).
-const WriteKey = Type.String({
-  minLength: 1,
-  maxLength: 256,
-  pattern: '^[!-9;-~]+$',
-  description: 'The source\'s Write Key. Stored encrypted; never returned or logged.',
-  examples: ['9f8e7d6c5b4a39281706f5e4d3c2b1a0']
-})
-const Password = Type.String({
-  maxLength: 256,
-  description: 'Documentation only (the TaskJuice form has this field). Segment uses a blank password: a non-empty value is neither stored nor sent, and the answer carries a warning.'
-})
-const Region = StringEnum(['us', 'eu'], {
-  description: 'us: SEGMENT_API_URL (https://api.segment.io); eu: SEGMENT_EU_API_URL (https://events.eu1.segmentapis.com). EU-workspace Write Keys need eu.'
-})
-const Endpoint = Type.String({
-  maxLength: 2048,
-  description: 'A custom Segment-compatible base URL; accepted only when listed in the operator\'s SEGMENT_ALLOWED_ENDPOINTS.',
-  examples: ['https://segment-proxy.example.com']
-})
-const Name = Type.String({ minLength: 1, maxLength: 200 })
-const Timestamp = Type.String({ format: 'date-time' })
-
-export const Connection = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  region: Region,
-  endpoint: Type.Optional(Type.String()),
-  writeKeyHint: Type.String({ description: 'At most the last 4 characters of the Write Key', examples: ['…b1a0'] }),
-  createdAt: Timestamp,
-  updatedAt: Timestamp,
-  warnings: Type.Optional(Type.Array(Type.String()))
-}, {
-  title: 'Connection',
-  examples: [{ id: 'con_7hQ2xV9mLc4RtB1nKp8wZd', name: 'Client A production', region: 'us', writeKeyHint: '…b1a0', createdAt: '2026-11-28T12:00:00.000Z', updatedAt: '2026-11-28T12:00:00.000Z' }]
 })
 
 const connections: FastifyPluginAsyncTypebox = async (app) => {
@@ -57,14 +20,9 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Connect a client\'s Segment source by its Write Key',
+      operationId: 'createConnection',
       security,
-      body: Type.Object({
-        name: Name,
-        writeKey: WriteKey,
-        password: Type.Optional(Password),
-        region: Type.Optional(Region),
-        endpoint: Type.Optional(Endpoint)
-      }, { additionalProperties: false, examples: [{ name: 'Client A production', writeKey: '9f8e7d6c5b4a39281706f5e4d3c2b1a0', region: 'us' }] }),
+      body: CreateConnectionBody,
       response: { 201: Connection, ...problemResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
@@ -77,6 +35,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'List this workspace\'s connections',
+      operationId: 'listConnections',
       security,
       response: {
         200: Type.Object({ connections: Type.Array(Connection) }, { examples: [{ connections: Connection.examples }] }),
@@ -89,6 +48,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Read a connection (never its Write Key)',
+      operationId: 'getConnection',
       security,
       params: ConnectionIdParams,
       response: { 200: Connection, ...problemResponses(401, 404, 429, 503) }
@@ -99,6 +59,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Rename a connection or change its region or endpoint',
+      operationId: 'updateConnection',
       security,
       params: ConnectionIdParams,
       body: Type.Object({
@@ -114,6 +75,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Rotate the Write Key; the very next action, on every replica, uses the new key',
+      operationId: 'rotateWriteKey',
       security,
       params: ConnectionIdParams,
       body: Type.Object({ writeKey: WriteKey, password: Type.Optional(Password) }, {
@@ -128,6 +90,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Delete a connection and its stored Write Key',
+      operationId: 'deleteConnection',
       security,
       params: ConnectionIdParams,
       response: { 204: Type.Null({ description: 'Deleted' }), ...problemResponses(401, 404, 429, 503) }
