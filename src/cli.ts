@@ -86,8 +86,13 @@ async function main (argv: string[]): Promise<number> {
     case 'rewrap': {
       const { ring } = resolveKeyRing(config)
       const result = await withStore(config, async (store) => await rewrap(store, ring, (p) => {
-        process.stderr.write(`rewrap: scanned ${p.scanned}, re-encrypted ${p.rewrapped}, changed meanwhile ${p.raced}, queued deliveries re-encrypted ${p.deliveries}\n`)
+        process.stderr.write(`rewrap: scanned ${p.scanned}, re-encrypted ${p.rewrapped}, changed meanwhile ${p.raced}, queued deliveries re-encrypted ${p.deliveries}, left ${p.left}\n`)
       }))
+      if (result.leftRows.length > 0) {
+        process.stderr.write(result.leftRows.map((row) => `rewrap: connection ${row.id} is still under its old key: ${row.reason}\n`).join(''))
+        process.stdout.write(`rewrap incomplete: ${result.scanned} connections scanned, ${result.rewrapped} re-encrypted under key "${ring.primary.kid}", ${result.leftRows.length} left under another key (listed on stderr); keep the old key configured and run rewrap again\n`)
+        return 1
+      }
       process.stdout.write(`rewrap done: ${result.scanned} connections scanned, ${result.rewrapped} re-encrypted under key "${ring.primary.kid}"\n`)
       return 0
     }

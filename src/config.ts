@@ -82,7 +82,7 @@ export interface Config {
 }
 
 /** ADMIN_TOKEN guards every workspace: at least this long (24 random bytes in base64url are 32). */
-export const ADMIN_TOKEN_MIN_LENGTH = 32
+const ADMIN_TOKEN_MIN_LENGTH = 32
 
 // Variables whose value may hold a secret (a password in a URL, keys, tokens): errors never print it.
 const secretVariables = new Set(['DATABASE_URL', 'ENCRYPTION_KEYS', 'ADMIN_TOKEN'])

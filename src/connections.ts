@@ -1,41 +1,12 @@
 import type { Config, Region } from './config.js'
 import { AppError } from './errors.js'
+import type { ConnectionView, CreateConnectionInput, OAuthInput } from './connection-schemas.js'
 import { newId } from './ids.js'
 import { privateKeyProblem, type OAuthSource } from './segment/oauth.js'
-import { connectionAad, oauthKeyAad, type KeyRing } from './store/crypto.js'
+import { DecryptError, connectionAad, oauthKeyAad, type KeyRing } from './store/crypto.js'
 import type { ConnectionPatch, ConnectionRecord, OAuthRecord, Store } from './store/store.js'
 
 export const PASSWORD_WARNING = 'password is documentation only: Segment authenticates with the Write Key as the Basic username and a blank password, so the value was neither stored nor sent'
-
-export interface ConnectionView {
-  id: string
-  name: string
-  region: Region
-  endpoint?: string
-  writeKeyHint: string
-  /** OAuth sources: never the private key. */
-  oauth?: { clientId: string, keyId: string }
-  createdAt: string
-  updatedAt: string
-  warnings?: string[]
-}
-
-/** An OAuth source's credentials as a caller gives them (routes/connections.ts validates the shape). */
-export interface OAuthInput {
-  clientId: string
-  keyId: string
-  privateKey: string
-  authServer?: string
-}
-
-export interface CreateConnectionInput {
-  name: string
-  writeKey: string
-  password?: string
-  region?: Region
-  endpoint?: string
-  oauth?: OAuthInput
-}
 
 /** A connection ready to send: where, and with which (decrypted) Write Key. */
 export interface ResolvedConnection {
@@ -209,7 +180,7 @@ export class ConnectionService {
       keyId: oauth.keyId,
       authServer: oauth.authServer === null ? this.#segment.oauthUrls[record.region] : this.allowedEndpoint(oauth.authServer, '/oauth/authServer'),
       sealed: oauth.privateKey.sealed,
-      privateKey: () => this.#ring.open(oauth.privateKey, oauthKeyAad(record.workspaceId, record.id))
+      privateKey: () => this.#openSealed(oauth.privateKey, oauthKeyAad(record.workspaceId, record.id), 'OAuth private key')
     }
   }
 
@@ -235,7 +206,17 @@ export class ConnectionService {
 
   /** The Write Key, opened from this row's sealed bytes on every call (AES-256-GCM, a few µs). */
   #open (record: ConnectionRecord): string {
-    return this.#ring.open(record.secret, connectionAad(record.workspaceId, record.id))
+    return this.#openSealed(record.secret, connectionAad(record.workspaceId, record.id), 'Write Key')
+  }
+
+  #openSealed (secret: ConnectionRecord['secret'], aad: string, what: string): string {
+    try {
+      return this.#ring.open(secret, aad)
+    } catch (error) {
+      if (!(error instanceof DecryptError)) throw error
+      // The operator's to fix (a key missing from ENCRYPTION_KEYS): nothing was sent.
+      throw new AppError('key_unavailable', `this connection's ${what} cannot be decrypted with the configured keys; nothing was sent`, {}, undefined, { cause: error })
+    }
   }
 
   async #record (workspaceId: string, id: string): Promise<ConnectionRecord> {

@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http'
 
 /** How much of a refused body is read and thrown away before answering regardless… */
-export const DISCARD_MAX_BYTES = 10 * 1024 * 1024
+const DISCARD_MAX_BYTES = 10 * 1024 * 1024
 /** …and for how long, whichever comes first (design/api.md, Answers). */
-export const DISCARD_MAX_MS = 10_000
+const DISCARD_MAX_MS = 10_000
 
 /**
  * For an error answered while the request body is still arriving (413, 401, 415, …): reads and
@@ -16,7 +16,9 @@ export const DISCARD_MAX_MS = 10_000
  * Node has no bounded discard of its own, hence this listener.
  */
 export async function discardRestOfBody (request: IncomingMessage): Promise<'ended' | 'bound'> {
-  if (request.complete || request.destroyed) return 'ended'
+  // readableEnded too: a body read to its end by the parser (then refused) has nothing left, and
+  // inject()'s requests never set `complete`.
+  if (request.complete || request.readableEnded || request.destroyed) return 'ended'
   return await new Promise((resolve) => {
     let discarded = 0
     const finish = (outcome: 'ended' | 'bound'): void => {

@@ -1,4 +1,4 @@
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 
 // The table of coded errors. Clients branch on `code`; `title` is fixed per code; `detail` is per
 // occurrence. Answers are RFC 9457 problem documents (see plugins/errors.ts).
@@ -26,64 +26,11 @@ export const errorTable = {
   overloaded: { status: 503, title: 'Service overloaded' },
   store_unavailable: { status: 503, title: 'Store unavailable' },
   not_ready: { status: 503, title: 'Not ready' },
+  key_unavailable: { status: 503, title: 'Encryption key unavailable' },
   segment_timeout: { status: 504, title: 'Segment timed out' }
 } as const
 
 export type ErrorCode = keyof typeof errorTable
-
-export interface FieldError {
-  /** JSON Pointer into the request body, e.g. `/batch/3/event`. */
-  path: string
-  message: string
-}
-
-/** Extra members of the problem document, beside status, code, title and detail. */
-export interface ProblemExtras {
-  errors?: FieldError[]
-  limit?: number
-  size?: number
-  index?: number
-  largestFields?: Array<{ path: string, bytes: number }>
-  upstreamStatus?: number
-  upstreamBody?: string
-  attempts?: number
-  /** What may have reached Segment (segment_rejected, segment_unavailable, segment_timeout of a single call). */
-  messageId?: string
-  /** The same for batch-send, in item order. */
-  messageIds?: string[]
-  /** OAuth sources: the `error` code of Segment's token endpoint (segment_auth_failed). */
-  oauthError?: string
-  /** deliveries_pending: the connection's queued deliveries. */
-  pending?: number
-}
-
-export class AppError extends Error {
-  readonly code: ErrorCode
-  readonly status: number
-  readonly extras: ProblemExtras
-  /** Seconds, sent as `Retry-After` when set. */
-  readonly retryAfter: number | undefined
-
-  constructor (code: ErrorCode, detail: string, extras: ProblemExtras = {}, retryAfter?: number) {
-    super(detail)
-    this.name = 'AppError'
-    this.code = code
-    this.status = errorTable[code].status
-    this.extras = extras
-    this.retryAfter = retryAfter
-  }
-}
-
-export function problemBody (error: AppError): Record<string, unknown> {
-  return {
-    type: 'about:blank',
-    status: error.status,
-    code: error.code,
-    title: errorTable[error.code].title,
-    detail: error.message,
-    ...error.extras
-  }
-}
 
 // The problem document as a schema: one definition for serialisation and for the OpenAPI text.
 export const FieldErrorSchema = Type.Object({
@@ -116,6 +63,40 @@ export const ProblemSchema = Type.Object({
   oauthError: Type.Optional(Type.String({ description: 'OAuth sources: the `error` code Segment\'s token endpoint answered (segment_auth_failed), e.g. invalid_client', examples: ['invalid_client'] })),
   pending: Type.Optional(Type.Integer({ description: 'Queued deliveries that block the delete (deliveries_pending)' }))
 }, { $id: 'Problem', title: 'Problem', description: 'RFC 9457 problem details', additionalProperties: true })
+
+/** A problem with one field: `path` is a JSON Pointer into the request body, e.g. `/batch/3/event`. */
+export type FieldError = Static<typeof FieldErrorSchema>
+
+/** Extra members of the problem document, beside type, status, code, title and detail. */
+export type ProblemExtras = Partial<Omit<Static<typeof ProblemSchema>, 'type' | 'status' | 'code' | 'title' | 'detail'>>
+
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly extras: ProblemExtras
+  /** Seconds, sent as `Retry-After` when set. */
+  readonly retryAfter: number | undefined
+
+  constructor (code: ErrorCode, detail: string, extras: ProblemExtras = {}, retryAfter?: number, options?: ErrorOptions) {
+    super(detail, options)
+    this.name = 'AppError'
+    this.code = code
+    this.status = errorTable[code].status
+    this.extras = extras
+    this.retryAfter = retryAfter
+  }
+}
+
+export function problemBody (error: AppError): Record<string, unknown> {
+  return {
+    type: 'about:blank',
+    status: error.status,
+    code: error.code,
+    title: errorTable[error.code].title,
+    detail: error.message,
+    ...error.extras
+  }
+}
 
 /** Response schemas for the given error statuses, as application/problem+json (ProblemSchema is a shared schema, see plugins/errors.ts). */
 export function problemResponses (...statuses: number[]): Record<number, unknown> {

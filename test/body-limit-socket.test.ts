@@ -3,7 +3,8 @@
 // a broken pipe or a reset, whether the body has a Content-Length or is chunked.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import type { AddressInfo } from 'node:net'
+import { once } from 'node:events'
+import { connect, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import { build, createConnection, createWorkspace } from './helper.js'
 import type { UploadAnswer } from './support/upload-client.js'
@@ -42,4 +43,33 @@ t.test('a 5 MB body gets the 413 problem document with fetch and http, Content-L
     body: JSON.stringify({ userId: 'u1', event: 'Still There' })
   })
   t.equal(after.status, 200, 'the service answers the next request')
+})
+
+t.test('the discarding is bounded: past about 10 MB the connection is closed', async (t) => {
+  const { app } = await build(t)
+  const workspace = await createWorkspace(app)
+  const connection = await createConnection(app, workspace)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  const socket = connect(port, '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(`POST /v1/connections/${connection.id}/actions/track-event HTTP/1.1\r\nhost: x\r\n${Object.entries({ ...workspace.auth, 'content-type': 'application/json', 'transfer-encoding': 'chunked' }).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`)
+  let answer = ''
+  socket.on('data', (chunk: Buffer) => { answer += chunk.toString('latin1') })
+  const closed = new Promise<void>((resolve) => {
+    socket.once('close', () => { resolve() })
+    socket.on('error', () => {})
+  })
+  // Up to 200 MB, as fast as the socket takes it, until the service closes the connection.
+  const chunk = Buffer.concat([Buffer.from('10000\r\n'), Buffer.alloc(0x10000, 'a'), Buffer.from('\r\n')])
+  let written = 0
+  while (written < 200 * MB && !socket.destroyed && socket.writable) {
+    if (!socket.write(chunk)) await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), closed])
+    written += 0x10000
+  }
+  await closed
+  t.ok(written < 100 * MB, `the service closed the connection after ${Math.round(written / MB)} MB were written`)
+  // Past the bound the answer (413, Connection: close) may be lost to the reset: that is the bound.
+  t.ok(answer === '' || answer.startsWith('HTTP/1.1 413 '), 'nothing but the 413, if anything')
+  t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200, 'the service still answers')
 })

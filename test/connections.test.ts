@@ -152,5 +152,5 @@ t.test('a Write Key opens only from its own row\'s sealed bytes; a rotation is u
   // so it must fail to open for B rather than come back from memory.
   const aRecord = (await app.store.getConnection(ws.id, a.id))!
   await app.store.replaceWriteKey(ws.id, b.id, aRecord.secret, '…copy', new Date().toISOString())
-  await t.rejects(resolveConnection(app, ws.id, b.id), { name: 'DecryptError' })
+  await t.rejects(resolveConnection(app, ws.id, b.id), { code: 'key_unavailable', cause: { name: 'DecryptError' } })
 })

@@ -44,7 +44,7 @@ t.test('a ciphertext moved into another connection\'s row fails to decrypt', asy
   db.prepare('UPDATE connections SET write_key_sealed = (SELECT write_key_sealed FROM connections WHERE id = ?), key_id = (SELECT key_id FROM connections WHERE id = ?) WHERE id = ?')
     .run(victim.id, victim.id, mover.id)
   db.close()
-  await t.rejects(resolveConnection(app, ws.id, mover.id), DecryptError)
+  await t.rejects(resolveConnection(app, ws.id, mover.id), { code: 'key_unavailable', status: 503, cause: DecryptError })
   t.equal((await resolveConnection(app, ws.id, victim.id)).writeKey, 'victim-key-aaaaaaaaaaaa')
 })
 

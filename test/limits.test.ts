@@ -19,6 +19,20 @@ t.test('the workspace rate limit answers 429 rate_limited with Retry-After, per 
   t.equal(unauthenticated.statusCode, 401, 'authentication comes first')
 })
 
+t.test('invalid requests spend the budget too: it is counted before the body is read', async (t) => {
+  // Four: the connection's creation is the first request of the budget.
+  const { app } = await build(t, { RATE_LIMIT_MAX: '4', RATE_LIMIT_WINDOW_MS: '60000' })
+  const ws = await createWorkspace(app)
+  const connection = await createConnection(app, ws)
+  const url = `/v1/connections/${connection.id}/actions/track-event?dryRun=true`
+  t.equal((await app.inject({ method: 'POST', url, headers: ws.auth, payload: { userId: 'u1' } })).statusCode, 400, 'schema violation')
+  t.equal((await app.inject({ method: 'POST', url, headers: { ...ws.auth, 'content-type': 'application/json' }, payload: '{not json' })).statusCode, 400, 'malformed JSON')
+  t.equal((await app.inject({ method: 'POST', url, headers: { ...ws.auth, 'content-type': 'text/plain' }, payload: 'hello' })).statusCode, 415, 'wrong media type')
+  const limited = await app.inject({ method: 'POST', url, headers: ws.auth, payload: { userId: 'u1', event: 'E' } })
+  t.equal(limited.statusCode, 429, 'a valid request after three invalid ones finds the budget spent')
+  t.match(limited.json(), { code: 'rate_limited' })
+})
+
 t.test('RATE_LIMIT_MAX=0 disables the budget', async (t) => {
   const { app } = await build(t, { RATE_LIMIT_MAX: '0' })
   const ws = await createWorkspace(app)

@@ -36,7 +36,14 @@ t.test('metrics change as actions are served', async (t) => {
   t.equal(sample(after, 'segment_forwarder_upstream_retries_total', ''), 1)
   t.equal(sample(after, 'segment_forwarder_upstream_latency_seconds_count', 'status="200"'), 1)
   t.equal(sample(after, 'segment_forwarder_payload_bytes_count', 'action="track-event"'), 1)
-  t.match(after, /segment_forwarder_process_/, 'process metrics too')
+  t.equal(sample(after, 'segment_forwarder_http_request_duration_seconds_count', 'route="/v1/connections/:connectionId/actions/track-event",method="POST",status="200"'), 1, 'the request duration histogram')
+  t.ok(sample(after, 'segment_forwarder_http_request_duration_seconds_sum', 'route="/v1/connections/:connectionId/actions/track-event",method="POST",status="200"') > 0)
+  t.equal(sample(after, 'segment_forwarder_http_request_duration_seconds_bucket', 'le="+Inf",route="/v1/connections/:connectionId/actions/track-event",method="POST",status="400"'), 1)
+  // The standard process and Node.js metrics under their conventional names.
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds']) {
+    t.match(after, new RegExp(`^${name}[ {]`, 'm'), name)
+  }
+  t.notMatch(after, /segment_forwarder_process_|segment_forwarder_nodejs_/, 'no prefixed copies')
   t.notMatch(after, new RegExp(ws.id), 'no per-workspace labels')
   t.notMatch(after, new RegExp(connection.id), 'no per-connection labels')
 })

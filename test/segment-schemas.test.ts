@@ -2,7 +2,7 @@ import t from 'tap'
 import { Ajv, type ErrorObject } from 'ajv'
 import ajvFormats from 'ajv-formats'
 import { actions } from '../src/segment/actions.js'
-import { ActionAccepted, BatchAccepted, BatchBody, identityRuleMessage, segmentRuleMessage, writeKeyRuleMessage } from '../src/segment/schemas.js'
+import { ActionAccepted, BatchAccepted, BatchBody, identityMissingAt, identityRuleMessage, segmentRuleMessage, writeKeyRuleMessage } from '../src/segment/schemas.js'
 
 // The ajv options the app's validator must use (see schemas.ts).
 const ajv = new Ajv({ allErrors: true, coerceTypes: false, removeAdditional: false, discriminator: true })
@@ -10,18 +10,22 @@ const ajv = new Ajv({ allErrors: true, coerceTypes: false, removeAdditional: fal
 const addFormats = ((ajvFormats as unknown as { default?: unknown }).default ?? ajvFormats) as (ajv: Ajv) => Ajv
 addFormats(ajv)
 
-// Ajv errors as the app will report them: { path, message } with the rule messages applied.
+// Ajv errors as the app will report them: { path, message } with the rule messages applied, each
+// once (a union's branches report the same error each).
 function errors (schema: object, body: unknown): Array<{ path: string, keyword: string, message: string }> {
   const validate = ajv.compile(schema)
   if (validate(body)) return []
-  const out = []
-  for (const error of validate.errors as ErrorObject[]) {
-    const rule = segmentRuleMessage(error)
+  const all = validate.errors as ErrorObject[]
+  const missing = identityMissingAt(all)
+  const out = new Map<string, { path: string, keyword: string, message: string }>()
+  for (const error of all) {
+    const rule = segmentRuleMessage(error, missing)
     if (rule === null) continue
     const path = error.keyword === 'required' ? `${error.instancePath}/${String(error.params.missingProperty)}` : error.instancePath
-    out.push({ path, keyword: error.keyword, message: rule ?? error.message ?? '' })
+    const entry = { path, keyword: error.keyword, message: rule ?? error.message ?? '' }
+    out.set(JSON.stringify(entry), entry)
   }
-  return out
+  return [...out.values()]
 }
 
 t.test('every action schema compiles and accepts its own examples', async (t) => {

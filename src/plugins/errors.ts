@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import { AppError, ProblemSchema, problemBody, type FieldError } from '../errors.js'
 import { StoreUnavailableError } from '../store/store.js'
-import { segmentRuleMessage } from '../segment/schemas.js'
+import { identityMissingAt, segmentRuleMessage } from '../segment/schemas.js'
 import { discardRestOfBody } from '../discard-body.js'
 
 /** ajv's errors as `{path, message}` with the path pointing at the field itself. */
@@ -10,11 +10,12 @@ export function toFieldErrors (validation: FastifySchemaValidationError[], part:
   const prefix = part === 'body' ? '' : `${part} `
   const seen = new Set<string>()
   const out: FieldError[] = []
+  const missing = identityMissingAt(validation as Array<FastifySchemaValidationError & { params: Record<string, unknown> }>)
   for (const error of validation) {
     const params = error.params as Record<string, unknown>
     let path = error.instancePath
     let message = error.message ?? 'is invalid'
-    const ruleMessage = segmentRuleMessage({ keyword: error.keyword, instancePath: error.instancePath, schemaPath: error.schemaPath, params })
+    const ruleMessage = segmentRuleMessage({ keyword: error.keyword, instancePath: error.instancePath, schemaPath: error.schemaPath, params }, missing)
     if (ruleMessage === null) continue
     if (ruleMessage !== undefined) {
       message = ruleMessage
@@ -97,7 +98,7 @@ export default fp(async (app) => {
   app.addSchema(ProblemSchema)
   app.setErrorHandler(async (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const appError = toAppError(error)
-    if (appError.code === 'internal_error' || appError.code === 'store_unavailable') {
+    if (appError.code === 'internal_error' || appError.code === 'store_unavailable' || appError.code === 'key_unavailable') {
       // The log gets the cause and stack; the body stays terse. Coded upstream outcomes need no
       // second line: the request's own line carries code, upstreamStatus and attempts.
       request.log.error({ err: error, code: appError.code }, 'request failed')

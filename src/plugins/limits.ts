@@ -26,6 +26,7 @@ export const loadShedding = fp<{ config: Config }>(async (app, { config }) => {
 
 /**
  * A request budget per workspace (after authentication, so the key is the tenant, not an IP).
+ * Counted before the body is read or validated (preParsing), so invalid requests spend it too.
  * Counted per replica, in memory: with N replicas a workspace gets up to N × RATE_LIMIT_MAX.
  */
 export const workspaceRateLimit = fp<{ config: Config }>(async (app, { config }) => {
@@ -33,7 +34,7 @@ export const workspaceRateLimit = fp<{ config: Config }>(async (app, { config })
   await app.register(rateLimit, {
     max: config.rateLimit.max,
     timeWindow: config.rateLimit.windowMs,
-    hook: 'preHandler',
+    hook: 'preParsing',
     keyGenerator: (request) => request.workspaceId,
     // Bounded memory however many workspaces call.
     cache: 10_000,

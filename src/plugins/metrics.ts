@@ -4,6 +4,7 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 export interface Metrics {
   registry: Registry
   requests: Counter<'route' | 'action' | 'status'>
+  requestDuration: Histogram<'route' | 'method' | 'status'>
   upstreamAttempts: Counter<'status'>
   retries: Counter
   upstreamLatency: Histogram<'status'>
@@ -21,13 +22,22 @@ declare module 'fastify' {
 // codes. No workspace or connection label, so series cannot grow with tenants.
 export default fp(async (app) => {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'segment_forwarder_process_' })
+  // No prefix: process_* and nodejs_* are the names stock dashboards and alerts look for.
+  collectDefaultMetrics({ register: registry })
   const metrics: Metrics = {
     registry,
     requests: new Counter({
       name: 'segment_forwarder_requests_total',
       help: 'HTTP requests answered, by route pattern, action and status',
       labelNames: ['route', 'action', 'status'],
+      registers: [registry]
+    }),
+    requestDuration: new Histogram({
+      name: 'segment_forwarder_http_request_duration_seconds',
+      help: 'Time from a request\'s arrival to its answer, by route pattern, method and status',
+      labelNames: ['route', 'method', 'status'],
+      // Up to the 15 s default deadline and past it, where a request waiting on Segment ends.
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30],
       registers: [registry]
     }),
     upstreamAttempts: new Counter({
@@ -65,11 +75,9 @@ export default fp(async (app) => {
   app.decorate('metrics', metrics)
 
   app.addHook('onResponse', (request, reply, done) => {
-    metrics.requests.inc({
-      route: request.logFields.route,
-      action: request.logFields.action ?? '',
-      status: String(reply.statusCode)
-    })
+    const status = String(reply.statusCode)
+    metrics.requests.inc({ route: request.logFields.route, action: request.logFields.action ?? '', status })
+    metrics.requestDuration.observe({ route: request.logFields.route, method: request.method, status }, reply.elapsedTime / 1000)
     done()
   })
 
@@ -77,6 +85,8 @@ export default fp(async (app) => {
     schema: {
       tags: ['operations'],
       summary: 'Prometheus metrics',
+      operationId: 'metrics',
+      security: [],
       produces: ['text/plain'],
       response: {
         200: {

@@ -16,6 +16,8 @@ export default fp(async (app) => {
           'An "accepted" answer means Segment took the payload, not that downstream destinations processed it. ' +
           'Errors are application/problem+json (RFC 9457) with a stable `code`.'
       },
+      // The default listen address (HOST, PORT); a deployment serves the same paths at its own.
+      servers: [{ url: 'http://127.0.0.1:3000', description: 'The default HOST and PORT; replace with the address of your deployment' }],
       tags: [
         { name: 'actions', description: 'Send events to a connection\'s Segment source' },
         { name: 'connections', description: 'A workspace\'s Segment sources and their encrypted Write Keys' },

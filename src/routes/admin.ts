@@ -1,21 +1,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError, problemResponses } from '../errors.js'
-import { createToken, createWorkspace } from '../workspaces.js'
+import { IssuedTokenSchema as IssuedToken, TokenValue, createToken, createWorkspace } from '../workspaces.js'
 
 const security = [{ adminToken: [] }]
 const WorkspaceId = Type.String({ minLength: 1, maxLength: 64, examples: ['ws_3kTMd6fXh2Wq8bN1pLr0aZ'] })
-const TokenValue = Type.String({ description: 'Shown once; only its SHA-256 hash is stored. Starts with sfw_ so secret scanners find it.', examples: ['sfw_2Yv9kQ4mXc7RtB1nLp8wZs0dHf3jGa6eUo5iKy9x1B2c3D'] })
 const Timestamp = Type.String({ format: 'date-time', examples: ['2026-11-28T12:00:00.000Z'] })
 
 const Workspace = Type.Object({ id: WorkspaceId, name: Type.String(), createdAt: Timestamp }, { title: 'Workspace' })
 const workspaceExample = { id: 'ws_3kTMd6fXh2Wq8bN1pLr0aZ', name: 'Acme Agency', createdAt: '2026-11-28T12:00:00.000Z' }
 const tokenExample = 'sfw_2Yv9kQ4mXc7RtB1nLp8wZs0dHf3jGa6eUo5iKy9x1B2c3D'
 const CreatedWorkspace = Type.Object({ ...Workspace.properties, token: TokenValue }, { title: 'CreatedWorkspace', examples: [{ ...workspaceExample, token: tokenExample }] })
-const IssuedToken = Type.Object({ id: Type.String({ examples: ['tok_9sLq2mVb7XcR4nT1kP8wZd'] }), token: TokenValue, createdAt: Timestamp }, {
-  title: 'IssuedToken',
-  examples: [{ id: 'tok_9sLq2mVb7XcR4nT1kP8wZd', token: tokenExample, createdAt: '2026-11-28T12:00:00.000Z' }]
-})
 
 const admin: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.authenticateAdmin)
@@ -24,6 +19,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['admin'],
       summary: 'Create a workspace (an agency) and its first API token',
+      operationId: 'createWorkspace',
       security,
       body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false, examples: [{ name: 'Acme Agency' }] }),
       response: { 201: CreatedWorkspace, ...problemResponses(400, 401, 404, 413, 415, 503) }
@@ -37,6 +33,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['admin'],
       summary: 'List workspaces',
+      operationId: 'listWorkspaces',
       security,
       response: { 200: Type.Object({ workspaces: Type.Array(Workspace) }, { examples: [{ workspaces: [workspaceExample] }] }), ...problemResponses(401, 404, 503) }
     }
@@ -46,6 +43,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['admin'],
       summary: 'Issue another API token for a workspace',
+      operationId: 'createToken',
       security,
       params: Type.Object({ workspaceId: WorkspaceId }),
       response: { 201: IssuedToken, ...problemResponses(401, 404, 503) }
@@ -61,6 +59,7 @@ const admin: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['admin'],
       summary: 'Revoke a token; it stops working at once, on every replica',
+      operationId: 'revokeToken',
       security,
       params: Type.Object({ workspaceId: WorkspaceId, tokenId: Type.String({ minLength: 1, maxLength: 64 }) }),
       response: { 204: Type.Null({ description: 'Revoked' }), ...problemResponses(401, 404, 503) }

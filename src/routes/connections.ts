@@ -1,77 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { problemResponses } from '../errors.js'
-import { StringEnum } from '../schema-helpers.js'
 import { guardQueued } from './deliveries-guard.js'
+import { Connection, CreateConnectionBody, Endpoint, Name, OAuthInput, Password, Region, WriteKey } from '../connection-schemas.js'
 
 const security = [{ workspaceToken: [] }]
 
 export const ConnectionIdParams = Type.Object({
   connectionId: Type.String({ minLength: 1, maxLength: 64, examples: ['con_7hQ2xV9mLc4RtB1nKp8wZd'] })
-})
-
-// Printable ASCII without spaces or ':' (the Basic username cannot hold a colon).
-const WriteKey = Type.String({
-  minLength: 1,
-  maxLength: 256,
-  pattern: '^[!-9;-~]+$',
-  description: 'The source\'s Write Key. Stored encrypted; never returned or logged.',
-  examples: ['9f8e7d6c5b4a39281706f5e4d3c2b1a0']
-})
-const Password = Type.String({
-  maxLength: 256,
-  description: 'Documentation only (the TaskJuice form has this field). Segment uses a blank password: a non-empty value is neither stored nor sent, and the answer carries a warning.'
-})
-const Region = StringEnum(['us', 'eu'], {
-  description: 'us: SEGMENT_API_URL (https://api.segment.io); eu: SEGMENT_EU_API_URL (https://events.eu1.segmentapis.com). EU-workspace Write Keys need eu.'
-})
-const Endpoint = Type.String({
-  maxLength: 2048,
-  description: 'A custom Segment-compatible base URL; accepted only when listed in the operator\'s SEGMENT_ALLOWED_ENDPOINTS.',
-  examples: ['https://segment-proxy.example.com']
-})
-const Name = Type.String({ minLength: 1, maxLength: 200 })
-
-// OAuth sources (design/api.md § OAuth sources).
-const OAuthIdentifier = (description: string, example: string) =>
-  Type.String({ minLength: 1, maxLength: 256, pattern: '^[!-~]+$', description, examples: [example] })
-const EXAMPLE_PRIVATE_KEY = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC…\n-----END PRIVATE KEY-----\n'
-export const OAuthInput = Type.Object({
-  clientId: OAuthIdentifier('The OAuth app\'s id (Segment: Settings > Workspace settings > Access Management > OAuth application); the assertion\'s iss and sub.', '2Xyzabc123OAuthAppId'),
-  keyId: OAuthIdentifier('The id Segment shows for the public key uploaded to the OAuth app; the assertion\'s kid.', '2XyzKeyId456'),
-  privateKey: Type.String({
-    minLength: 1,
-    maxLength: 16384,
-    description: 'The private key matching that public key: PKCS#8 PEM (-----BEGIN PRIVATE KEY-----), RSA, at least 2048 bits, unencrypted. Stored encrypted; never returned or logged.'
-  }),
-  authServer: Type.Optional(Type.String({
-    maxLength: 2048,
-    description: 'A custom token server base URL, accepted only when listed in SEGMENT_ALLOWED_ENDPOINTS. Default: SEGMENT_OAUTH_URL (us, https://oauth2.segment.io) or SEGMENT_EU_OAUTH_URL (eu, https://oauth2.eu1.segmentapis.com), by the connection\'s region.'
-  }))
-}, {
-  additionalProperties: false,
-  description: 'OAuth 2.0 for a source whose workspace enforces it: tokens by the client-credentials grant with an RS256 client assertion; upstream requests then carry Authorization: Bearer and the Write Key as writeKey in the body.',
-  examples: [{ clientId: '2Xyzabc123OAuthAppId', keyId: '2XyzKeyId456', privateKey: EXAMPLE_PRIVATE_KEY }]
-})
-const OAuthView = Type.Object({
-  clientId: Type.String(),
-  keyId: Type.String()
-}, { description: 'Set on OAuth sources; never the private key.' })
-const Timestamp = Type.String({ format: 'date-time' })
-
-export const Connection = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  region: Region,
-  endpoint: Type.Optional(Type.String()),
-  writeKeyHint: Type.String({ description: 'At most the last 4 characters of the Write Key', examples: ['…b1a0'] }),
-  oauth: Type.Optional(OAuthView),
-  createdAt: Timestamp,
-  updatedAt: Timestamp,
-  warnings: Type.Optional(Type.Array(Type.String()))
-}, {
-  title: 'Connection',
-  examples: [{ id: 'con_7hQ2xV9mLc4RtB1nKp8wZd', name: 'Client A production', region: 'us', writeKeyHint: '…b1a0', createdAt: '2026-11-28T12:00:00.000Z', updatedAt: '2026-11-28T12:00:00.000Z' }]
 })
 
 const connections: FastifyPluginAsyncTypebox = async (app) => {
@@ -85,15 +21,9 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Connect a client\'s Segment source by its Write Key',
+      operationId: 'createConnection',
       security,
-      body: Type.Object({
-        name: Name,
-        writeKey: WriteKey,
-        password: Type.Optional(Password),
-        region: Type.Optional(Region),
-        endpoint: Type.Optional(Endpoint),
-        oauth: Type.Optional(OAuthInput)
-      }, { additionalProperties: false, examples: [{ name: 'Client A production', writeKey: '9f8e7d6c5b4a39281706f5e4d3c2b1a0', region: 'us' }] }),
+      body: CreateConnectionBody,
       response: { 201: Connection, ...problemResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
@@ -106,6 +36,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'List this workspace\'s connections',
+      operationId: 'listConnections',
       security,
       response: {
         200: Type.Object({ connections: Type.Array(Connection) }, { examples: [{ connections: Connection.examples }] }),
@@ -118,6 +49,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Read a connection (never its Write Key)',
+      operationId: 'getConnection',
       security,
       params: ConnectionIdParams,
       response: { 200: Connection, ...problemResponses(401, 404, 429, 503) }
@@ -128,6 +60,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Rename a connection or change its region or endpoint',
+      operationId: 'updateConnection',
       security,
       params: ConnectionIdParams,
       body: Type.Object({
@@ -143,6 +76,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Rotate the Write Key; the very next action, on every replica, uses the new key',
+      operationId: 'rotateWriteKey',
       security,
       params: ConnectionIdParams,
       body: Type.Object({ writeKey: WriteKey, password: Type.Optional(Password) }, {
@@ -186,6 +120,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['connections'],
       summary: 'Delete a connection and its stored Write Key',
+      operationId: 'deleteConnection',
       security,
       params: ConnectionIdParams,
       querystring: Type.Object({

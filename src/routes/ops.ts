@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { AppError, problemResponses } from '../errors.js'
-import { checkCanary } from '../store/canary.js'
+import { checkCanary, checkKeyIds } from '../store/canary.js'
 
 const Status = Type.Object({ status: Type.String() })
 
@@ -10,6 +10,8 @@ const ops: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['operations'],
       summary: 'Liveness: the process is up',
+      operationId: 'healthz',
+      security: [],
       response: { 200: { ...Status, examples: [{ status: 'ok' }] } }
     }
   }, async () => ({ status: 'ok' }))
@@ -17,13 +19,16 @@ const ops: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/readyz', {
     schema: {
       tags: ['operations'],
-      summary: 'Readiness: the store answers and the key ring opens the stored canary',
+      summary: 'Readiness: the store answers, the key ring opens the stored canary and holds every key id in use',
+      operationId: 'readyz',
+      security: [],
       response: { 200: { ...Status, examples: [{ status: 'ready' }] }, ...problemResponses(503) }
     }
   }, async (request) => {
     try {
       await app.store.ping()
       await checkCanary(app.store, app.keyRing)
+      await checkKeyIds(app.store, app.keyRing)
     } catch (error) {
       request.log.warn({ err: error }, 'not ready')
       throw new AppError('not_ready', 'the store or the key ring is not ready', {}, 1)

@@ -1,4 +1,4 @@
-import { Type, type Static, type TObject, type TProperties } from '@sinclair/typebox'
+import { Type, type Static, type TProperties, type TString } from '@sinclair/typebox'
 
 // Segment's call formats as request schemas. Validation runs in Fastify's ajv with
 // { allErrors: true, coerceTypes: false, removeAdditional: false, discriminator: true } and
@@ -6,12 +6,15 @@ import { Type, type Static, type TObject, type TProperties } from '@sinclair/typ
 // Every schema is inline (no $id, no $ref) so the OpenAPI document shows it whole.
 
 const NonEmpty = (description: string) => Type.String({ minLength: 1, description })
-const JsonObject = (description: string) => Type.Object({}, { description })
+// `additionalProperties: true` changes nothing for validation (open is the default) but tells
+// generators the object is open: without it openapi-typescript types these as Record<string, never>.
+const JsonObject = (description: string) => Type.Object({}, { description, additionalProperties: true })
 
-/** The message for a call that has neither `userId` nor `anonymousId` (see segmentRuleMessage). */
+/** The message for a call that has neither `userId` nor `anonymousId` (see toFieldErrors). */
 export const identityRuleMessage = 'must have userId or anonymousId (a non-empty string)'
 /** The message for a `writeKey` in the body. */
 export const writeKeyRuleMessage = 'must not be sent: the service authenticates with the connection\'s Write Key'
+const identityNote = ' Needs a non-empty `userId` or `anonymousId` (or both).'
 
 const Common = {
   userId: Type.Optional(NonEmpty('Your database id of the user.')),
@@ -27,18 +30,35 @@ const Common = {
   writeKey: Type.Optional(Type.Never({ description: 'Not allowed: the Write Key is the connection\'s and is sent in the Authorization header.' }))
 }
 
-// A present `userId` or `anonymousId`; emptiness is caught by each property's own minLength.
-// A fresh copy per schema: tools that rewrite schemas (e.g. for OpenAPI) must not share one.
-const identity = () => [{ required: ['userId'] }, { required: ['anonymousId'] }]
-
-function call<P extends TProperties> (title: string, properties: P, options: { identity: boolean, examples?: unknown[], description: string }) {
-  const schema: TObject<P> = Type.Object(properties, {
-    title,
-    description: options.description,
-    ...(options.examples === undefined ? {} : { examples: options.examples })
+/**
+ * The identity rule of a single call as a union of two whole objects, one with `userId` required
+ * and one with `anonymousId` required: generators (openapi-typescript) keep it as a union type,
+ * where an `anyOf` of branches that only list `required` becomes `unknown`. Validation is as
+ * strict as before; toFieldErrors folds the per-branch errors back into one list.
+ */
+function identified<P extends TProperties> (properties: P, options: { title: string, description: string, examples: unknown[] }) {
+  const branch = <K extends 'userId' | 'anonymousId'>(key: K, label: string) => Type.Object({
+    ...properties,
+    [key]: NonEmpty(properties[key]?.description ?? '')
+  } as Omit<P, K> & { [Q in K]: TString }, { title: `${options.title} (${label})` })
+  return Type.Union([branch('userId', 'by userId'), branch('anonymousId', 'by anonymousId')], {
+    title: options.title,
+    description: options.description + identityNote,
+    examples: options.examples
   })
-  if (options.identity) (schema as Record<string, unknown>).anyOf = identity()
-  return schema
+}
+
+/**
+ * A call inside a batch: one object whose `type` the batch's discriminator reads. The identity
+ * rule stays a plain `anyOf` of `required` lists inside an `allOf`, which generators ignore
+ * (the description says it); a union here would hide `type` from the discriminator.
+ */
+function item<P extends TProperties> (properties: P, options: { title: string, description: string, identity: boolean }) {
+  return Type.Object(properties, {
+    title: options.title,
+    description: options.description + (options.identity ? identityNote : ''),
+    ...(options.identity ? { allOf: [{ anyOf: [{ required: ['userId'] }, { required: ['anonymousId'] }] }] } : {})
+  })
 }
 
 const sentAtNote = ' A `sentAt` is set at send time (any given one is replaced).'
@@ -110,38 +130,38 @@ const pageExample = {
 const screenExample = { userId: 'user_8f2a61', name: 'Checkout', properties: { step: 2 } }
 const aliasExample = { previousId: '3c5b8e2e-8d5b-4c1e-9a4e-1f0e2b7f8a11', userId: 'user_8f2a61' }
 
-export const TrackBody = call('Track call', { type: typeOf('track', false), ...trackFields }, {
-  identity: true,
+export const TrackBody = identified({ type: typeOf('track', false), ...trackFields }, {
+  title: 'Track call',
   examples: [trackExample],
-  description: 'A Segment track call: an action the user performed. Needs `event` and a `userId` or `anonymousId`.' + sentAtNote
+  description: 'A Segment track call: an action the user performed. Needs `event`.' + sentAtNote
 })
-export const IdentifyBody = call('Identify call', { type: typeOf('identify', false), ...identifyFields }, {
-  identity: true,
+export const IdentifyBody = identified({ type: typeOf('identify', false), ...identifyFields }, {
+  title: 'Identify call',
   examples: [identifyExample],
-  description: 'A Segment identify call: who the user is, with traits. Needs a `userId` or `anonymousId`.' + sentAtNote
+  description: 'A Segment identify call: who the user is, with traits.' + sentAtNote
 })
-export const GroupBody = call('Group call', { type: typeOf('group', false), ...groupFields }, {
-  identity: true,
+export const GroupBody = identified({ type: typeOf('group', false), ...groupFields }, {
+  title: 'Group call',
   examples: [groupExample],
-  description: 'A Segment group call: ties the user to a group (account, company). Needs `groupId` and a `userId` or `anonymousId`.' + sentAtNote
+  description: 'A Segment group call: ties the user to a group (account, company). Needs `groupId`.' + sentAtNote
 })
-export const PageBody = call('Page call', { type: typeOf('page', false), ...pageFields }, {
-  identity: true,
+export const PageBody = identified({ type: typeOf('page', false), ...pageFields }, {
+  title: 'Page call',
   examples: [pageExample],
-  description: 'A Segment page call: a web page view. Needs a `userId` or `anonymousId`.' + sentAtNote
+  description: 'A Segment page call: a web page view.' + sentAtNote
 })
-export const AliasBody = call('Alias call', { type: typeOf('alias', false), ...aliasFields }, {
-  identity: false,
+export const AliasBody = Type.Object({ type: typeOf('alias', false), ...aliasFields }, {
+  title: 'Alias call',
   examples: [aliasExample],
   description: 'A Segment alias call: merges a previous id into a user id. Needs `previousId` and `userId`.' + sentAtNote
 })
 
-const TrackItem = call('Track item', { type: typeOf('track', true), ...trackFields }, { identity: true, description: 'A track call in a batch.' })
-const IdentifyItem = call('Identify item', { type: typeOf('identify', true), ...identifyFields }, { identity: true, description: 'An identify call in a batch.' })
-const GroupItem = call('Group item', { type: typeOf('group', true), ...groupFields }, { identity: true, description: 'A group call in a batch.' })
-const PageItem = call('Page item', { type: typeOf('page', true), ...pageFields }, { identity: true, description: 'A page call in a batch.' })
-const ScreenItem = call('Screen item', { type: typeOf('screen', true), ...screenFields }, { identity: true, description: 'A screen call in a batch.' })
-const AliasItem = call('Alias item', { type: typeOf('alias', true), ...aliasFields }, { identity: false, description: 'An alias call in a batch.' })
+const TrackItem = item({ type: typeOf('track', true), ...trackFields }, { identity: true, title: 'Track item', description: 'A track call in a batch.' })
+const IdentifyItem = item({ type: typeOf('identify', true), ...identifyFields }, { identity: true, title: 'Identify item', description: 'An identify call in a batch.' })
+const GroupItem = item({ type: typeOf('group', true), ...groupFields }, { identity: true, title: 'Group item', description: 'A group call in a batch.' })
+const PageItem = item({ type: typeOf('page', true), ...pageFields }, { identity: true, title: 'Page item', description: 'A page call in a batch.' })
+const ScreenItem = item({ type: typeOf('screen', true), ...screenFields }, { identity: true, title: 'Screen item', description: 'A screen call in a batch.' })
+const AliasItem = item({ type: typeOf('alias', true), ...aliasFields }, { identity: false, title: 'Alias item', description: 'An alias call in a batch.' })
 
 // oneOf + discriminator (OpenAPI 3.0 style; ajv option `discriminator: true`): ajv validates an item
 // only against the branch its `type` names, so errors are about that branch alone.
@@ -232,17 +252,41 @@ export interface SchemaErrorLike {
   params: Record<string, unknown>
 }
 
+const identityBranch = /\/anyOf\/([01])\/required$/
+const identityKeys = ['userId', 'anonymousId']
+
+/** Whether `error` is the identity rule's `required` in its branch (0: userId, 1: anonymousId). */
+function identityRequired (error: SchemaErrorLike): boolean {
+  const branch = error.keyword === 'required' ? identityBranch.exec(error.schemaPath)?.[1] : undefined
+  return branch !== undefined && error.params.missingProperty === identityKeys[Number(branch)]
+}
+
+/**
+ * The instance paths of calls that have neither `userId` nor `anonymousId`: both branches of the
+ * identity rule failed there for want of their key (and not for some other field).
+ */
+export function identityMissingAt (errors: SchemaErrorLike[]): Set<string> {
+  const seen = new Map<string, number>()
+  for (const error of errors) {
+    if (identityRequired(error)) seen.set(error.instancePath, (seen.get(error.instancePath) ?? 0) | (1 << Number(identityBranch.exec(error.schemaPath)![1])))
+  }
+  return new Set([...seen].filter(([, branches]) => branches === 3).map(([path]) => path))
+}
+
 /**
  * Maps the errors raised by the Segment rules that these schemas encode with plain JSON Schema:
  * returns the message to report at `instancePath`, `null` for an error that is only a by-product
  * of such a rule (drop it), and `undefined` for any other error (map it generically).
- * - identity: ajv reports `anyOf` at the call plus one `required` per branch; keep the `anyOf`.
+ * - identity: ajv reports `anyOf` at the call plus, per branch, its own errors; the branch's
+ *   missing `userId` / `anonymousId` is dropped, and the `anyOf` becomes the rule's one message
+ *   only where both keys are missing (`missing`, from identityMissingAt); elsewhere the other
+ *   errors (reported once per branch, deduplicated by the caller) say what is wrong.
  * - writeKey: `not` at `/writeKey`.
  * - batch item `type`: `discriminator` at the item.
  */
-export function segmentRuleMessage (error: SchemaErrorLike): string | null | undefined {
-  if (error.keyword === 'anyOf' && error.schemaPath.endsWith('/anyOf')) return identityRuleMessage
-  if (error.keyword === 'required' && /\/anyOf\/[01]\/required$/.test(error.schemaPath)) return null
+export function segmentRuleMessage (error: SchemaErrorLike, missing: Set<string>): string | null | undefined {
+  if (error.keyword === 'anyOf' && error.schemaPath.endsWith('/anyOf')) return missing.has(error.instancePath) ? identityRuleMessage : null
+  if (identityRequired(error)) return null
   if (error.keyword === 'not' && error.instancePath.endsWith('/writeKey')) return writeKeyRuleMessage
   if (error.keyword === 'discriminator') {
     return error.params.error === 'mapping'

@@ -31,8 +31,9 @@ export class KeyRing {
     this.#keys = new Map(keys.map(({ kid, key }) => [kid, key]))
   }
 
-  get kids (): string[] {
-    return [...this.#keys.keys()]
+  /** Whether the ring holds the key `kid` (a stored secret sealed under another cannot be opened). */
+  has (kid: string): boolean {
+    return this.#keys.has(kid)
   }
 
   seal (plaintext: string, associatedData: string): SealedSecret {

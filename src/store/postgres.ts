@@ -323,6 +323,11 @@ export class PostgresStore implements Store {
     return result.rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.key_id, sealed: row.write_key_sealed } }))
   }
 
+  async keyIdsInUse (): Promise<string[]> {
+    const result = await this.#query<{ key_id: string }>({ text: 'SELECT DISTINCT key_id FROM connections', values: [] })
+    return result.rows.map((row) => row.key_id)
+  }
+
   async swapSealed (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
     const result = await this.#query({
       text: 'UPDATE connections SET key_id = $1, write_key_sealed = $2 WHERE id = $3 AND key_id = $4 AND write_key_sealed = $5',

@@ -1,4 +1,4 @@
-import { CANARY_AAD, CANARY_META_KEY, connectionAad, oauthKeyAad, type KeyRing } from './crypto.js'
+import { DecryptError, CANARY_AAD, CANARY_META_KEY, connectionAad, oauthKeyAad, type KeyRing } from './crypto.js'
 import type { SealedSecret, Store } from './store.js'
 import { deliveryAad } from '../delivery/payload.js'
 
@@ -9,20 +9,31 @@ export interface RewrapProgress {
   raced: number
   /** Queued deliveries' sealed events re-encrypted (src/delivery/). */
   deliveries: number
+  /** Rows still sealed under another key: they lost every race, or the ring cannot open them. */
+  left: number
+}
+
+export interface RewrapResult extends RewrapProgress {
+  /** The connections `left` counts, with why. */
+  leftRows: Array<{ id: string, reason: string }>
+  /** Whether the canary is now sealed under the primary key (only once no row was left). */
+  canaryCurrent: boolean
 }
 
 const PAGE = 200
+/** Swaps tried per row before it is reported as left (each lost one means a rotation meanwhile). */
+export const REWRAP_TRIES = 5
 
 /**
- * Re-seals every Write Key, every OAuth private key (and the canary) under the ring's primary key. Each row is a
+ * Re-seals every Write Key, every OAuth private key and every queued delivery's events, then the
+ * canary, under the ring's primary key. Each row is a
  * compare-and-set, so it is safe to interrupt, to rerun, and to run while replicas rotate keys.
+ * The canary comes last and only when every row made it: it stands for "the stored data opens
+ * under these keys", so it must not move to the new key while rows still need the old one.
  */
-export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progress: RewrapProgress) => void): Promise<RewrapProgress> {
-  const progress: RewrapProgress = { scanned: 0, rewrapped: 0, raced: 0, deliveries: 0 }
-  const canary = await store.getMeta(CANARY_META_KEY)
-  if (canary !== undefined && !ring.isCurrent(canary)) {
-    await store.setMeta(CANARY_META_KEY, reseal(ring, canary, CANARY_AAD), canary)
-  }
+export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progress: RewrapProgress) => void): Promise<RewrapResult> {
+  const progress: RewrapProgress = { scanned: 0, rewrapped: 0, raced: 0, deliveries: 0, left: 0 }
+  const leftRows: RewrapResult['leftRows'] = []
   let after = ''
   for (;;) {
     const rows = await store.listSealed(after, PAGE)
@@ -33,25 +44,41 @@ export async function rewrap (store: Store, ring: KeyRing, onProgress?: (progres
       let current: SealedSecret | undefined = row.secret
       // A failed swap means a rotation wrote a new secret meanwhile: read it again and re-seal
       // that one, in case the replica that wrote it still sealed under an older key.
-      for (let tries = 0; current !== undefined && !ring.isCurrent(current) && tries < 5; tries++) {
-        if (await store.swapSealed(row.id, current, reseal(ring, current, aad))) {
-          progress.rewrapped++
-          break
+      try {
+        for (let tries = 0; current !== undefined && !ring.isCurrent(current); tries++) {
+          if (tries === REWRAP_TRIES) {
+            leftRows.push({ id: row.id, reason: `changed by ${REWRAP_TRIES} concurrent rotations in a row` })
+            break
+          }
+          if (await store.swapSealed(row.id, current, reseal(ring, current, aad))) {
+            progress.rewrapped++
+            break
+          }
+          progress.raced++
+          current = (await store.getConnection(row.workspaceId, row.id))?.secret
         }
-        progress.raced++
-        current = (await store.getConnection(row.workspaceId, row.id))?.secret
+      } catch (error) {
+        if (!(error instanceof DecryptError)) throw error
+        leftRows.push({ id: row.id, reason: error.message })
       }
+      progress.left = leftRows.length
     }
     after = rows[rows.length - 1]!.id
     onProgress?.({ ...progress })
   }
-  await rewrapOAuthKeys(store, ring, progress, onProgress)
+  await rewrapOAuthKeys(store, ring, progress, leftRows, onProgress)
   await rewrapDeliveries(store, ring, progress, onProgress)
-  return progress
+
+  let canaryCurrent = false
+  const canary = await store.getMeta(CANARY_META_KEY)
+  if (canary !== undefined && leftRows.length === 0) {
+    canaryCurrent = ring.isCurrent(canary) || await store.setMeta(CANARY_META_KEY, reseal(ring, canary, CANARY_AAD), canary)
+  }
+  return { ...progress, leftRows, canaryCurrent }
 }
 
 /** OAuth sources (migration 3): their private keys, as the Write Keys above, counted with them. */
-async function rewrapOAuthKeys (store: Store, ring: KeyRing, progress: RewrapProgress, onProgress?: (progress: RewrapProgress) => void): Promise<void> {
+async function rewrapOAuthKeys (store: Store, ring: KeyRing, progress: RewrapProgress, leftRows: RewrapResult['leftRows'], onProgress?: (progress: RewrapProgress) => void): Promise<void> {
   let after = ''
   for (;;) {
     const rows = await store.listSealedOAuth(after, PAGE)
@@ -60,14 +87,24 @@ async function rewrapOAuthKeys (store: Store, ring: KeyRing, progress: RewrapPro
       progress.scanned++
       const aad = oauthKeyAad(row.workspaceId, row.id)
       let current: SealedSecret | undefined = row.secret
-      for (let tries = 0; current !== undefined && !ring.isCurrent(current) && tries < 5; tries++) {
-        if (await store.swapSealedOAuth(row.id, current, reseal(ring, current, aad))) {
-          progress.rewrapped++
-          break
+      try {
+        for (let tries = 0; current !== undefined && !ring.isCurrent(current); tries++) {
+          if (tries === REWRAP_TRIES) {
+            leftRows.push({ id: row.id, reason: `OAuth private key changed by ${REWRAP_TRIES} concurrent rotations in a row` })
+            break
+          }
+          if (await store.swapSealedOAuth(row.id, current, reseal(ring, current, aad))) {
+            progress.rewrapped++
+            break
+          }
+          progress.raced++
+          current = (await store.getConnection(row.workspaceId, row.id))?.oauth?.privateKey
         }
-        progress.raced++
-        current = (await store.getConnection(row.workspaceId, row.id))?.oauth?.privateKey
+      } catch (error) {
+        if (!(error instanceof DecryptError)) throw error
+        leftRows.push({ id: row.id, reason: `OAuth private key: ${error.message}` })
       }
+      progress.left = leftRows.length
     }
     after = rows[rows.length - 1]!.id
     onProgress?.({ ...progress })

@@ -158,6 +158,10 @@ export class SqliteStore implements Store {
     return rows.map((row) => ({ id: row.id, workspaceId: row.workspace_id, secret: { kid: row.key_id, sealed: row.write_key_sealed } }))
   }
 
+  async keyIdsInUse (): Promise<string[]> {
+    return (this.#statement('SELECT DISTINCT key_id FROM connections').all() as Array<{ key_id: string }>).map((row) => row.key_id)
+  }
+
   async swapSealed (id: string, expected: SealedSecret, next: SealedSecret): Promise<boolean> {
     const result = this.#statement(`UPDATE connections SET key_id = ?, write_key_sealed = ?
       WHERE id = ? AND key_id = ? AND write_key_sealed = ?`)

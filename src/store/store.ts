@@ -117,6 +117,8 @@ export interface Store {
 
   /** Every connection's sealed secret, ordered by id, after `afterId`, at most `limit`; for rewrap. */
   listSealed: (afterId: string, limit: number) => Promise<SealedRow[]>
+  /** The distinct key ids the stored Write Keys are sealed under. */
+  keyIdsInUse: () => Promise<string[]>
   /** Compare-and-set: replaces the secret only if it is still `expected`; false when it changed meanwhile. */
   swapSealed: (id: string, expected: SealedSecret, next: SealedSecret) => Promise<boolean>
 
