@@ -29,7 +29,7 @@ export const Name = Type.String({ minLength: 1, maxLength: 200 })
 const OAuthIdentifier = (description: string, example: string) =>
   Type.String({ minLength: 1, maxLength: 256, pattern: '^[!-~]+$', description, examples: [example] })
 const EXAMPLE_PRIVATE_KEY = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC…\n-----END PRIVATE KEY-----\n'
-export const OAuthInput = Type.Object({
+export const OAuthInputSchema = Type.Object({
   clientId: OAuthIdentifier('The OAuth app\'s id (Segment: Settings > Workspace settings > Access Management > OAuth application); the assertion\'s iss and sub.', '2Xyzabc123OAuthAppId'),
   keyId: OAuthIdentifier('The id Segment shows for the public key uploaded to the OAuth app; the assertion\'s kid.', '2XyzKeyId456'),
   privateKey: Type.String({
@@ -58,7 +58,7 @@ export const CreateConnectionBody = Type.Object({
   password: Type.Optional(Password),
   region: Type.Optional(Region),
   endpoint: Type.Optional(Endpoint),
-  oauth: Type.Optional(OAuthInput)
+  oauth: Type.Optional(OAuthInputSchema)
 }, { additionalProperties: false, examples: [{ name: 'Client A production', writeKey: '9f8e7d6c5b4a39281706f5e4d3c2b1a0', region: 'us' }] })
 
 export const Connection = Type.Object({
@@ -80,4 +80,4 @@ export const Connection = Type.Object({
 export type ConnectionView = Static<typeof Connection>
 export type CreateConnectionInput = Static<typeof CreateConnectionBody>
 /** An OAuth source's credentials as a caller gives them. */
-export type OAuthInput = Static<typeof OAuthInput>
+export type OAuthInput = Static<typeof OAuthInputSchema>

@@ -1,4 +1,4 @@
-import type { Config, Region } from './config.js'
+import type { Config } from './config.js'
 import { AppError } from './errors.js'
 import type { ConnectionView, CreateConnectionInput, OAuthInput } from './connection-schemas.js'
 import { newId } from './ids.js'

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { problemResponses } from '../errors.js'
 import { guardQueued } from './deliveries-guard.js'
-import { Connection, CreateConnectionBody, Endpoint, Name, OAuthInput, Password, Region, WriteKey } from '../connection-schemas.js'
+import { Connection, CreateConnectionBody, Endpoint, Name, OAuthInputSchema, Password, Region, WriteKey } from '../connection-schemas.js'
 
 const security = [{ workspaceToken: [] }]
 
@@ -93,7 +93,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Set or rotate OAuth credentials; the very next action uses the new key and a new token',
       security,
       params: ConnectionIdParams,
-      body: OAuthInput,
+      body: OAuthInputSchema,
       response: { 200: Connection, ...problemResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
