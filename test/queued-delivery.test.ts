@@ -92,7 +92,6 @@ for (const kind of STORES) {
     t.match(metrics, /segment_forwarder_deliveries_total\{outcome="delivered"\} 30/)
     t.match(metrics, /segment_forwarder_deliveries_total\{outcome="retried"\} [1-9]/)
     t.match(metrics, /segment_forwarder_queue_events\{state="queued"\} 0/)
-    t.match(metrics, /segment_forwarder_queue_events\{state="delivered"\} 30/)
     t.match(metrics, /segment_forwarder_queue_oldest_age_seconds 0/)
   })
 

@@ -144,15 +144,15 @@ export class SqliteQueue implements QueueStore {
   }
 
   async stats (now: number): Promise<QueueStats> {
-    const stats: QueueStats = { events: { queued: 0, delivered: 0, failed: 0 }, inFlight: 0, oldestQueuedMs: null }
-    for (const row of this.#statement('SELECT state, coalesce(sum(events), 0) AS n FROM deliveries GROUP BY state').all() as Array<{ state: keyof QueueStats['events'], n: number }>) {
-      stats.events[row.state] = row.n
+    const one = (sql: string, ...values: unknown[]): number | null => (this.#statement(sql).get(...values) as { n: number | null }).n
+    return {
+      events: {
+        queued: one('SELECT coalesce(sum(events), 0) AS n FROM queue_counts') ?? 0,
+        failed: one("SELECT coalesce(sum(events), 0) AS n FROM deliveries WHERE state = 'failed'") ?? 0
+      },
+      inFlight: one("SELECT coalesce(sum(events), 0) AS n FROM deliveries WHERE state = 'queued' AND next_attempt_ms > ? AND lease IS NOT NULL", now) ?? 0,
+      oldestQueuedMs: one("SELECT min(created_ms) AS n FROM deliveries WHERE state = 'queued'")
     }
-    const queued = this.#statement("SELECT min(created_ms) AS oldest, coalesce(sum(CASE WHEN lease IS NOT NULL AND next_attempt_ms > ? THEN events ELSE 0 END), 0) AS held FROM deliveries WHERE state = 'queued'")
-      .get(now) as { oldest: number | null, held: number }
-    stats.inFlight = queued.held
-    stats.oldestQueuedMs = queued.oldest
-    return stats
   }
 
   async listSealedEvents (afterId: string, limit: number) {
