@@ -27,6 +27,8 @@ export async function enqueueAction (queue: QueueStore, ring: KeyRing, input: {
   connectionId: string
   maxAgeMs: number
   queueMaxEvents: number
+  /** The Write Key is paced after a 429 until then (ms), if at all. */
+  pacedUntil?: number | undefined
 }): Promise<Queued> {
   const acceptedAt = new Date()
   const deliveryId = newId('dlv')
@@ -45,6 +47,7 @@ export async function enqueueAction (queue: QueueStore, ring: KeyRing, input: {
       createdAt: acceptedAt.toISOString(),
       createdMs: acceptedAt.getTime(),
       expiresMs: acceptedAt.getTime() + input.maxAgeMs,
+      dueMs: Math.max(acceptedAt.getTime(), input.pacedUntil ?? 0),
       payload
     }, input.queueMaxEvents)
   } catch (error) {

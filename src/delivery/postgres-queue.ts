@@ -50,9 +50,9 @@ export class PostgresQueue implements QueueStore {
         inserted = await client.query({
           name: 'queue-insert',
           text: `INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)
-            SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, $6::integer, $7::text, 0, $8::text, $9::bigint, $10::bigint, $9::bigint, 0
+            SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, $6::integer, $7::text, 0, $8::text, $9::bigint, $10::bigint, $12::bigint, 0
             WHERE coalesce((SELECT events FROM queue_counts WHERE workspace_id = $2::text), 0) + $5::integer <= $11::bigint`,
-          values: [d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, maxQueuedEvents]
+          values: [d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, maxQueuedEvents, d.dueMs]
         })
       } catch (error) {
         if ((error as { code?: string }).code === '23503') throw new ConnectionGoneError()

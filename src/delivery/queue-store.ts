@@ -35,6 +35,8 @@ export interface NewDelivery {
   createdAt: string
   createdMs: number
   expiresMs: number
+  /** When it is first due: its creation, or later while its Write Key is paced after a 429. */
+  dueMs: number
   /** The events, sealed with associated data binding workspace, connection and delivery. */
   payload: SealedSecret
 }

@@ -27,7 +27,7 @@ export class SqliteQueue implements QueueStore {
       try {
         this.#statement(`INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)
           VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, 0, ?, ?, ?, ?, 0)`)
-          .run(d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, d.createdMs)
+          .run(d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, d.dueMs)
       } catch (error) {
         if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ConnectionGoneError()
         throw error

@@ -84,6 +84,12 @@ export class DeliveryWorker {
     for (let i = 0; i < this.#o.concurrency; i++) this.#loops.push(this.#loop(i))
   }
 
+  /** Until when (ms) the connection's Write Key is paced after a 429 in this process, or undefined. */
+  pacedUntil (connectionId: string): number | undefined {
+    const until = this.#paced.get(connectionId)
+    return until !== undefined && until > Date.now() ? until : undefined
+  }
+
   /** Work arrived: idle loops look now instead of at their next poll. */
   wake (): void {
     for (const wake of this.#sleepers) wake()

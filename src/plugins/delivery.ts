@@ -92,10 +92,12 @@ export default fp<DeliveryPluginOptions>(async (app, { config, dispatcher }) => 
 
   app.decorate('delivery', {
     accept: async ({ action, upstream, workspaceId, connectionId }) => {
+      // A paced Write Key's new events wait out the pace too, so no claim has to pass over them.
+      const pacedUntil = worker.pacedUntil(connectionId)
       const queued = await enqueueAction(queue, app.keyRing, {
-        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents
+        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents, pacedUntil
       })
-      worker.wake()
+      if (pacedUntil === undefined) worker.wake()
       return queued
     },
     worker
