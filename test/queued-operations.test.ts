@@ -85,3 +85,30 @@ for (const kind of STORES) {
     t.match((await getDelivery(app, workspace.auth, connectionId, second)).json(), { state: 'queued', attempts: 0 }, 'new events of the paced Write Key wait too')
   })
 }
+
+for (const kind of STORES) {
+  t.test(`${kind}: retention purge removes delivered records only`, async (t) => {
+    const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
+    const delivered = (await send('track-event', { userId: 'u', event: 'done' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
+    await waitForState(app, workspace.auth, connectionId, delivered, 'delivered')
+    fake.fallback = { status: 400 }
+    const failed = (await send('track-event', { userId: 'u', event: 'refused' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
+    await waitForState(app, workspace.auth, connectionId, failed, 'failed')
+    t.equal(await app.store.queue.purgeDelivered(Date.now() - 3_600_000), 0, 'a record younger than the retention stays')
+    t.equal(await app.store.queue.purgeDelivered(Date.now() + 1), 1)
+    t.equal((await getDelivery(app, workspace.auth, connectionId, delivered)).statusCode, 404)
+    t.equal((await getDelivery(app, workspace.auth, connectionId, failed)).statusCode, 200, 'dead letters are kept until retried or discarded')
+  })
+}
+
+t.test('Prefer: respond-async is read as RFC 7240 says', async (t) => {
+  const { prefersAsync } = await import('../src/routes/deliveries.js')
+  t.ok(prefersAsync('respond-async'))
+  t.ok(prefersAsync('Respond-Async'))
+  t.ok(prefersAsync('wait=10, respond-async'))
+  t.ok(prefersAsync(['return=minimal', 'respond-async; foo=bar']))
+  t.notOk(prefersAsync(undefined))
+  t.notOk(prefersAsync('return=minimal'))
+  t.notOk(prefersAsync('respond-asynchronously'))
+  t.notOk(prefersAsync('handling=respond-async'))
+})
