@@ -287,3 +287,22 @@ for (const kind of STORES) {
     }
   })
 }
+
+t.test('an event that fits a sync call but not a batch item once typed and timestamped is 413 when queued', async (t) => {
+  const { app, fake, connectionId, workspace, send } = await setupQueued(t, 'sqlite', { SEGMENT_MAX_EVENT_BYTES: '1000' })
+  // Grow the event until the sync call's own measure is just under the limit.
+  let pad = 700
+  for (;;) {
+    const dry = await send('track-event', { userId: 'u', event: 'e', properties: { pad: 'x'.repeat(pad) } }, { query: 'dryRun=true' })
+    const bytes = dry.json<{ bytes: number }>().bytes
+    if (bytes >= 990) break
+    pad += 990 - bytes
+  }
+  const body = { userId: 'u', event: 'e', properties: { pad: 'x'.repeat(pad) } }
+  t.equal((await send('track-event', body, { query: 'dryRun=true' })).statusCode, 200, 'a sync call would be sent')
+  const queued = await send('track-event', body, { headers: respondAsync })
+  t.equal(queued.statusCode, 413)
+  t.match(queued.json(), { code: 'payload_too_large', limit: 1000 })
+  t.same((await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries`, headers: workspace.auth })).json(), { deliveries: [] })
+  t.equal(fake.requests.length, 0)
+})

@@ -95,7 +95,7 @@ export default fp<DeliveryPluginOptions>(async (app, { config, dispatcher }) => 
       // A paced Write Key's new events wait out the pace too, so no claim has to pass over them.
       const pacedUntil = worker.pacedUntil(connectionId)
       const queued = await enqueueAction(queue, app.keyRing, {
-        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents, pacedUntil
+        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents, maxEventBytes: config.segment.maxEventBytes, pacedUntil
       })
       if (pacedUntil === undefined) worker.wake()
       return queued
