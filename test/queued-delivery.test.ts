@@ -206,6 +206,16 @@ for (const kind of STORES) {
     t.equal((await send('batch-send', { batch: [...batch.batch, { type: 'track', userId: 'u', event: 'c' }] }, { headers: respondAsync, connectionId: next })).statusCode, 202, 'room again after the connection and its queue were deleted')
   })
 
+  t.test(`${kind}: concurrent accepts (one commit group on SQLite) respect the limit exactly`, async (t) => {
+    const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind, { QUEUE_MAX_EVENTS: '5' })
+    fake.fallback = { status: 503 }
+    const answers = await Promise.all(Array.from({ length: 8 }, async (_x, i) => await send('track-event', { userId: 'u', event: `c${i}` }, { headers: respondAsync })))
+    t.same(answers.map((a) => a.statusCode).sort(), [202, 202, 202, 202, 202, 503, 503, 503])
+    const list = await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries`, headers: workspace.auth })
+    const ids = list.json<{ deliveries: Array<{ id: string }> }>().deliveries.map((d) => d.id).sort()
+    t.same(ids, answers.filter((a) => a.statusCode === 202).map((a) => a.json<{ deliveryId: string }>().deliveryId).sort(), 'exactly the 202\'d ones are queued')
+  })
+
   t.test(`${kind}: a rotation applies to queued events`, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
