@@ -7,9 +7,10 @@ import pg from 'pg'
 import { basicAuth, ISO, GENERATED_ID, WRITE_KEY } from './support/actions.js'
 import { batchMessageIds, getDelivery, respondAsync, setupQueued, STORES, waitFor, waitForState } from './support/queued.js'
 import { createConnection, createWorkspace } from './helper.js'
+import { postgresSkip } from './support/postgres.js'
 
 for (const kind of STORES) {
-  t.test(`${kind}: accept, 202, deliver`, async (t) => {
+  t.test(`${kind}: accept, 202, deliver`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send, logs } = await setupQueued(t, kind)
     const response = await send('track-event', { userId: 'u1', event: 'Order Completed', properties: { total: 42 } }, { headers: respondAsync })
     t.equal(response.statusCode, 202)
@@ -36,7 +37,7 @@ for (const kind of STORES) {
     t.notOk(logs.some((l) => l.includes('Order Completed')), 'no event data in the log')
   })
 
-  t.test(`${kind}: batch-send, a given timestamp kept, context merged into the items`, async (t) => {
+  t.test(`${kind}: batch-send, a given timestamp kept, context merged into the items`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     const response = await send('batch-send', {
       context: { ip: '10.0.0.1' },
@@ -57,7 +58,7 @@ for (const kind of STORES) {
     t.same(batchMessageIds(fake.requests[0]!), body.messageIds)
   })
 
-  t.test(`${kind}: dryRun wins, bad input and oversize answer as sync, nothing queued`, async (t) => {
+  t.test(`${kind}: dryRun wins, bad input and oversize answer as sync, nothing queued`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     const dry = await send('track-event', { userId: 'u', event: 'e' }, { headers: respondAsync, query: 'dryRun=true' })
     t.equal(dry.statusCode, 200)
@@ -69,7 +70,7 @@ for (const kind of STORES) {
     t.equal(fake.requests.length, 0)
   })
 
-  t.test(`${kind}: an outage, then every queued event delivered, joined into batches`, async (t) => {
+  t.test(`${kind}: an outage, then every queued event delivered, joined into batches`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
     const accepted: Array<{ deliveryId: string, messageId: string }> = []
@@ -92,11 +93,10 @@ for (const kind of STORES) {
     t.match(metrics, /segment_forwarder_deliveries_total\{outcome="delivered"\} 30/)
     t.match(metrics, /segment_forwarder_deliveries_total\{outcome="retried"\} [1-9]/)
     t.match(metrics, /segment_forwarder_queue_events\{state="queued"\} 0/)
-    t.match(metrics, /segment_forwarder_queue_events\{state="delivered"\} 30/)
     t.match(metrics, /segment_forwarder_queue_oldest_age_seconds 0/)
   })
 
-  t.test(`${kind}: refused -> failed (dead letter); retry one, retry all; discard`, async (t) => {
+  t.test(`${kind}: refused -> failed (dead letter); retry one, retry all; discard`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 400, body: 'bad event' }
     const ids: string[] = []
@@ -127,7 +127,7 @@ for (const kind of STORES) {
     await waitForState(app, workspace.auth, connectionId, ids[2]!, 'delivered')
   })
 
-  t.test(`${kind}: a refused joined request is split, so only the bad delivery fails`, async (t) => {
+  t.test(`${kind}: a refused joined request is split, so only the bad delivery fails`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
     const good = (await send('track-event', { userId: 'u', event: 'good' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
@@ -142,7 +142,7 @@ for (const kind of STORES) {
     t.ok(goodAlone, 'the good event went without the bad one')
   })
 
-  t.test(`${kind}: max age -> failed`, async (t) => {
+  t.test(`${kind}: max age -> failed`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind, { DELIVERY_MAX_AGE_MS: '400' })
     fake.fallback = { status: 503 }
     const id = (await send('identify-user', { userId: 'u' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
@@ -151,7 +151,7 @@ for (const kind of STORES) {
     t.ok((failed.attempts as number) >= 1)
   })
 
-  t.test(`${kind}: list with state filter and cursor, newest first; 409 deliveries_pending`, async (t) => {
+  t.test(`${kind}: list with state filter and cursor, newest first; 409 deliveries_pending`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
     const ids: string[] = []
@@ -179,7 +179,7 @@ for (const kind of STORES) {
     t.same(await app.store.queue.listSealedEvents('', 10), [], 'the discarded events are gone')
   })
 
-  t.test(`${kind}: queue_full refuses the whole request and queues nothing`, async (t) => {
+  t.test(`${kind}: queue_full refuses the whole request and queues nothing`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind, { QUEUE_MAX_EVENTS: '3' })
     fake.fallback = { status: 503 }
     const batch = { batch: [{ type: 'track', userId: 'u', event: 'a' }, { type: 'track', userId: 'u', event: 'b' }] }
@@ -207,7 +207,17 @@ for (const kind of STORES) {
     t.equal((await send('batch-send', { batch: [...batch.batch, { type: 'track', userId: 'u', event: 'c' }] }, { headers: respondAsync, connectionId: next })).statusCode, 202, 'room again after the connection and its queue were deleted')
   })
 
-  t.test(`${kind}: a rotation applies to queued events`, async (t) => {
+  t.test(`${kind}: concurrent accepts (one commit group on SQLite) respect the limit exactly`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
+    const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind, { QUEUE_MAX_EVENTS: '5' })
+    fake.fallback = { status: 503 }
+    const answers = await Promise.all(Array.from({ length: 8 }, async (_x, i) => await send('track-event', { userId: 'u', event: `c${i}` }, { headers: respondAsync })))
+    t.same(answers.map((a) => a.statusCode).sort(), [202, 202, 202, 202, 202, 503, 503, 503])
+    const list = await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries`, headers: workspace.auth })
+    const ids = list.json<{ deliveries: Array<{ id: string }> }>().deliveries.map((d) => d.id).sort()
+    t.same(ids, answers.filter((a) => a.statusCode === 202).map((a) => a.json<{ deliveryId: string }>().deliveryId).sort(), 'exactly the 202\'d ones are queued')
+  })
+
+  t.test(`${kind}: a rotation applies to queued events`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
     const id = (await send('track-event', { userId: 'u', event: 'e' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
@@ -222,7 +232,7 @@ for (const kind of STORES) {
     t.equal(last.headers.authorization, basicAuth('wk_rotated_NEW_0001'))
   })
 
-  t.test(`${kind}: tenant isolation of every deliveries route`, async (t) => {
+  t.test(`${kind}: tenant isolation of every deliveries route`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const { app, fake, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 400 }
     const id = (await send('track-event', { userId: 'u', event: 'e' }, { headers: respondAsync })).json<{ deliveryId: string }>().deliveryId
@@ -255,7 +265,7 @@ for (const kind of STORES) {
     t.equal((await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries/${id}` })).statusCode, 401)
   })
 
-  t.test(`${kind}: planted event values are absent from the database while queued`, async (t) => {
+  t.test(`${kind}: planted event values are absent from the database while queued`, { skip: kind === 'postgres' && postgresSkip }, async (t) => {
     const PLANTED = 'PLANTED-7c1e9a-secret-value'
     const { app, fake, config, connectionId, workspace, send } = await setupQueued(t, kind)
     fake.fallback = { status: 503 }
@@ -288,3 +298,22 @@ for (const kind of STORES) {
     }
   })
 }
+
+t.test('an event that fits a sync call but not a batch item once typed and timestamped is 413 when queued', async (t) => {
+  const { app, fake, connectionId, workspace, send } = await setupQueued(t, 'sqlite', { SEGMENT_MAX_EVENT_BYTES: '1000' })
+  // Grow the event until the sync call's own measure is just under the limit.
+  let pad = 700
+  for (;;) {
+    const dry = await send('track-event', { userId: 'u', event: 'e', properties: { pad: 'x'.repeat(pad) } }, { query: 'dryRun=true' })
+    const bytes = dry.json<{ bytes: number }>().bytes
+    if (bytes >= 990) break
+    pad += 990 - bytes
+  }
+  const body = { userId: 'u', event: 'e', properties: { pad: 'x'.repeat(pad) } }
+  t.equal((await send('track-event', body, { query: 'dryRun=true' })).statusCode, 200, 'a sync call would be sent')
+  const queued = await send('track-event', body, { headers: respondAsync })
+  t.equal(queued.statusCode, 413)
+  t.match(queued.json(), { code: 'payload_too_large', limit: 1000 })
+  t.same((await app.inject({ method: 'GET', url: `/v1/connections/${connectionId}/deliveries`, headers: workspace.auth })).json(), { deliveries: [] })
+  t.equal(fake.requests.length, 0)
+})

@@ -27,10 +27,24 @@ export async function enqueueAction (queue: QueueStore, ring: KeyRing, input: {
   connectionId: string
   maxAgeMs: number
   queueMaxEvents: number
+  maxEventBytes: number
+  /** The Write Key is paced after a 429 until then (ms), if at all. */
+  pacedUntil?: number | undefined
 }): Promise<Queued> {
   const acceptedAt = new Date()
   const deliveryId = newId('dlv')
   const items = queuedItems(input.action, input.upstream, acceptedAt)
+  // As a batch item an event also carries its `type` and, when it had none, a timestamp: an event
+  // that fits a sync call by a few bytes may not fit Segment's per-event limit any more. Say so now
+  // rather than turn it into a dead letter later.
+  items.forEach((item, index) => {
+    const size = Buffer.byteLength(item)
+    if (size > input.maxEventBytes) {
+      throw new AppError('payload_too_large', `Queued as a batch item (with its type and timestamp), ${input.action === 'batch-send' ? `item ${index}` : 'the event'} is ${size} bytes; Segment accepts at most ${input.maxEventBytes} per event.`, {
+        limit: input.maxEventBytes, size, ...(input.action === 'batch-send' ? { index } : {})
+      })
+    }
+  })
   const payload = sealItems(ring, items, deliveryAad(input.workspaceId, input.connectionId, deliveryId))
   let stored: boolean
   try {
@@ -45,6 +59,7 @@ export async function enqueueAction (queue: QueueStore, ring: KeyRing, input: {
       createdAt: acceptedAt.toISOString(),
       createdMs: acceptedAt.getTime(),
       expiresMs: acceptedAt.getTime() + input.maxAgeMs,
+      dueMs: Math.max(acceptedAt.getTime(), input.pacedUntil ?? 0),
       payload
     }, input.queueMaxEvents)
   } catch (error) {

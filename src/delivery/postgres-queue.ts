@@ -50,9 +50,9 @@ export class PostgresQueue implements QueueStore {
         inserted = await client.query({
           name: 'queue-insert',
           text: `INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)
-            SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, $6::integer, $7::text, 0, $8::text, $9::bigint, $10::bigint, $9::bigint, 0
+            SELECT $1::text, $2::text, $3::text, $4::text, 'queued', $5::integer, $6::integer, $7::text, 0, $8::text, $9::bigint, $10::bigint, $12::bigint, 0
             WHERE coalesce((SELECT events FROM queue_counts WHERE workspace_id = $2::text), 0) + $5::integer <= $11::bigint`,
-          values: [d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, maxQueuedEvents]
+          values: [d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, maxQueuedEvents, d.dueMs]
         })
       } catch (error) {
         if ((error as { code?: string }).code === '23503') throw new ConnectionGoneError()
@@ -71,8 +71,10 @@ export class PostgresQueue implements QueueStore {
 
   async finish (outcomes: Array<{ id: string, lease: string, finish: Finish }>): Promise<void> {
     if (outcomes.length === 0) return
+    // In id order: every multi-row writer locks deliveries in that order (see discardConnection).
+    const ordered = [...outcomes].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
     await this.#db.transaction(async (client) => {
-      for (const { id, lease, finish } of outcomes) {
+      for (const { id, lease, finish } of ordered) {
         switch (finish.kind) {
           case 'delivered': {
             const result = await client.query({
@@ -174,7 +176,12 @@ export class PostgresQueue implements QueueStore {
   }
 
   async discardConnection (connectionId: string): Promise<void> {
-    await this.#db.query({ text: 'DELETE FROM deliveries WHERE connection_id = $1', values: [connectionId] })
+    // Row locks in id order, as finish() takes them, so this cannot deadlock with a worker
+    // recording outcomes for the same deliveries (claims skip locked rows and never wait).
+    await this.#db.transaction(async (client) => {
+      await client.query({ text: 'SELECT id FROM deliveries WHERE connection_id = $1 ORDER BY id FOR UPDATE', values: [connectionId] })
+      await client.query({ text: 'DELETE FROM deliveries WHERE connection_id = $1', values: [connectionId] })
+    })
   }
 
   async purgeDelivered (beforeMs: number): Promise<number> {
@@ -183,17 +190,20 @@ export class PostgresQueue implements QueueStore {
   }
 
   async stats (now: number): Promise<QueueStats> {
-    const stats: QueueStats = { events: { queued: 0, delivered: 0, failed: 0 }, inFlight: 0, oldestQueuedMs: null }
-    const byState = await this.#db.query<{ state: keyof QueueStats['events'], n: string }>({ text: 'SELECT state, coalesce(sum(events), 0) AS n FROM deliveries GROUP BY state' })
-    for (const row of byState.rows) stats.events[row.state] = Number(row.n)
-    const queued = await this.#db.query<{ oldest: string | null, held: string }>({
-      text: "SELECT min(created_ms) AS oldest, coalesce(sum(CASE WHEN lease IS NOT NULL AND next_attempt_ms > $1 THEN events ELSE 0 END), 0) AS held FROM deliveries WHERE state = 'queued'",
+    const result = await this.#db.query<{ queued: string, failed: string, held: string, oldest: string | null }>({
+      name: 'queue-stats',
+      text: `SELECT (SELECT coalesce(sum(events), 0) FROM queue_counts) AS queued,
+          (SELECT coalesce(sum(events), 0) FROM deliveries WHERE state = 'failed') AS failed,
+          (SELECT coalesce(sum(events), 0) FROM deliveries WHERE state = 'queued' AND next_attempt_ms > $1 AND lease IS NOT NULL) AS held,
+          (SELECT min(created_ms) FROM deliveries WHERE state = 'queued') AS oldest`,
       values: [now]
     })
-    const row = queued.rows[0]
-    stats.inFlight = Number(row?.held ?? 0)
-    stats.oldestQueuedMs = row?.oldest == null ? null : Number(row.oldest)
-    return stats
+    const row = result.rows[0]!
+    return {
+      events: { queued: Number(row.queued), failed: Number(row.failed) },
+      inFlight: Number(row.held),
+      oldestQueuedMs: row.oldest === null ? null : Number(row.oldest)
+    }
   }
 
   async listSealedEvents (afterId: string, limit: number) {

@@ -35,6 +35,8 @@ export interface NewDelivery {
   createdAt: string
   createdMs: number
   expiresMs: number
+  /** When it is first due: its creation, or later while its Write Key is paced after a 429. */
+  dueMs: number
   /** The events, sealed with associated data binding workspace, connection and delivery. */
   payload: SealedSecret
 }
@@ -72,8 +74,8 @@ export interface ListQuery {
 }
 
 export interface QueueStats {
-  /** Events by state; delivered deliveries count their events though no data is kept. */
-  events: Record<DeliveryState, number>
+  /** Queued and failed events (delivered ones are counted by the deliveries_total counter instead: summing days of records on every scrape would cost too much). */
+  events: { queued: number, failed: number }
   /** Queued events held by a worker right now. */
   inFlight: number
   /** createdMs of the oldest queued delivery, or null. */

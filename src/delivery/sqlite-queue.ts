@@ -14,6 +14,8 @@ import { randomBase62 } from '../ids.js'
 export class SqliteQueue implements QueueStore {
   readonly #db: Database.Database
   readonly #statement: (sql: string) => Database.Statement
+  readonly #waiting: Array<{ d: NewDelivery, maxQueuedEvents: number, resolve: (stored: boolean) => void, reject: (error: unknown) => void }> = []
+  #flushScheduled = false
 
   constructor (db: Database.Database, statement: (sql: string) => Database.Statement) {
     this.#db = db
@@ -21,21 +23,62 @@ export class SqliteQueue implements QueueStore {
   }
 
   async enqueue (d: NewDelivery, maxQueuedEvents: number): Promise<boolean> {
-    return this.#db.transaction(() => {
-      const queued = (this.#statement('SELECT events FROM queue_counts WHERE workspace_id = ?').get(d.workspaceId) as { events: number } | undefined)?.events ?? 0
-      if (queued + d.events > maxQueuedEvents) return false
-      try {
-        this.#statement(`INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)
-          VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, 0, ?, ?, ?, ?, 0)`)
-          .run(d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, d.createdMs)
-      } catch (error) {
-        if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ConnectionGoneError()
-        throw error
+    return await new Promise((resolve, reject) => {
+      this.#waiting.push({ d, maxQueuedEvents, resolve, reject })
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true
+        setImmediate(() => { this.#flush() })
       }
-      this.#statement('INSERT INTO delivery_events (delivery_id, key_id, sealed) VALUES (?, ?, ?)').run(d.id, d.payload.kid, d.payload.sealed)
-      return true
-    }).immediate()
+    })
   }
+
+  /**
+   * Group commit: the accepts that arrived in one turn of the event loop share one transaction, so
+   * one WAL fsync (synchronous = FULL: about 165 µs of CPU and 1.8 ms of a blocked event loop on
+   * the bench machine) covers them all. Each is a savepoint of its own, so one that fails (its
+   * connection deleted, its workspace full) leaves the others; each caller is answered only
+   * after the commit.
+   */
+  #flush (): void {
+    this.#flushScheduled = false
+    const group = this.#waiting.splice(0)
+    const outcomes: Array<{ stored: boolean } | { error: unknown }> = []
+    try {
+      this.#db.transaction(() => {
+        for (const { d, maxQueuedEvents } of group) {
+          try {
+            outcomes.push({ stored: this.#insertOne(d, maxQueuedEvents) })
+          } catch (error) {
+            outcomes.push({ error })
+          }
+        }
+      }).immediate()
+    } catch (error) {
+      for (const waiting of group) waiting.reject(error)
+      return
+    }
+    group.forEach((waiting, index) => {
+      const outcome = outcomes[index]!
+      if ('error' in outcome) waiting.reject(outcome.error)
+      else waiting.resolve(outcome.stored)
+    })
+  }
+
+  /** One delivery, as a savepoint inside #flush's transaction. */
+  readonly #insertOne = (d: NewDelivery, maxQueuedEvents: number): boolean => this.#db.transaction(() => {
+    const queued = (this.#statement('SELECT events FROM queue_counts WHERE workspace_id = ?').get(d.workspaceId) as { events: number } | undefined)?.events ?? 0
+    if (queued + d.events > maxQueuedEvents) return false
+    try {
+      this.#statement(`INSERT INTO deliveries (id, workspace_id, connection_id, action, state, events, bytes, message_ids, attempts, created_at, created_ms, expires_ms, next_attempt_ms, solo)
+        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, 0, ?, ?, ?, ?, 0)`)
+        .run(d.id, d.workspaceId, d.connectionId, d.action, d.events, d.bytes, JSON.stringify(d.messageIds), d.createdAt, d.createdMs, d.expiresMs, d.dueMs)
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ConnectionGoneError()
+      throw error
+    }
+    this.#statement('INSERT INTO delivery_events (delivery_id, key_id, sealed) VALUES (?, ?, ?)').run(d.id, d.payload.kid, d.payload.sealed)
+    return true
+  })()
 
   async claim (now: number, leaseMs: number, limit: number, skipConnections: string[] = []) {
     return this.#db.transaction(() => {
@@ -144,15 +187,15 @@ export class SqliteQueue implements QueueStore {
   }
 
   async stats (now: number): Promise<QueueStats> {
-    const stats: QueueStats = { events: { queued: 0, delivered: 0, failed: 0 }, inFlight: 0, oldestQueuedMs: null }
-    for (const row of this.#statement('SELECT state, coalesce(sum(events), 0) AS n FROM deliveries GROUP BY state').all() as Array<{ state: keyof QueueStats['events'], n: number }>) {
-      stats.events[row.state] = row.n
+    const one = (sql: string, ...values: unknown[]): number | null => (this.#statement(sql).get(...values) as { n: number | null }).n
+    return {
+      events: {
+        queued: one('SELECT coalesce(sum(events), 0) AS n FROM queue_counts') ?? 0,
+        failed: one("SELECT coalesce(sum(events), 0) AS n FROM deliveries WHERE state = 'failed'") ?? 0
+      },
+      inFlight: one("SELECT coalesce(sum(events), 0) AS n FROM deliveries WHERE state = 'queued' AND next_attempt_ms > ? AND lease IS NOT NULL", now) ?? 0,
+      oldestQueuedMs: one("SELECT min(created_ms) AS n FROM deliveries WHERE state = 'queued'")
     }
-    const queued = this.#statement("SELECT min(created_ms) AS oldest, coalesce(sum(CASE WHEN lease IS NOT NULL AND next_attempt_ms > ? THEN events ELSE 0 END), 0) AS held FROM deliveries WHERE state = 'queued'")
-      .get(now) as { oldest: number | null, held: number }
-    stats.inFlight = queued.held
-    stats.oldestQueuedMs = queued.oldest
-    return stats
   }
 
   async listSealedEvents (afterId: string, limit: number) {

@@ -74,6 +74,7 @@ export class DeliveryWorker {
   #loops: Array<Promise<void>> = []
   #sleepers = new Set<() => void>()
   #lastPurge = 0
+  #lastError = 0
   /** Connections paced after a 429, until when: their new deliveries wait too (per Write Key, this process). */
   readonly #paced = new Map<string, number>()
 
@@ -86,6 +87,12 @@ export class DeliveryWorker {
 
   start (): void {
     for (let i = 0; i < this.#o.concurrency; i++) this.#loops.push(this.#loop(i))
+  }
+
+  /** Until when (ms) the connection's Write Key is paced after a 429 in this process, or undefined. */
+  pacedUntil (connectionId: string): number | undefined {
+    const until = this.#paced.get(connectionId)
+    return until !== undefined && until > Date.now() ? until : undefined
   }
 
   /** Work arrived: idle loops look now instead of at their next poll. */
@@ -116,7 +123,9 @@ export class DeliveryWorker {
         if (index === 0) await this.#purge()
         worked = await this.runOnce()
       } catch (error) {
-        this.#o.log.error({ err: error }, 'delivery worker: claim failed')
+        // Once per outage burst, not every poll of every loop.
+        if (Date.now() - this.#lastError > 10_000) this.#o.log.error({ err: error }, 'delivery worker: claim failed')
+        this.#lastError = Date.now()
       }
       if (!worked && !this.#stopping) await this.#sleep(this.#o.pollMs ?? POLL_MS)
     }

@@ -36,7 +36,7 @@ export default fp<DeliveryPluginOptions>(async (app, { config, dispatcher }) => 
   // Read from the store on each scrape, so every replica reports the shared queue.
   new Gauge({ // eslint-disable-line no-new
     name: 'segment_forwarder_queue_events',
-    help: 'Events of queued deliveries by state (queued includes in_flight; delivered ones are counted, their data is gone)',
+    help: 'Events of queued deliveries by state: queued (in_flight included), in_flight (held by a worker now), failed (dead letters)',
     labelNames: ['state'],
     registers: [registry],
     async collect () {
@@ -93,10 +93,12 @@ export default fp<DeliveryPluginOptions>(async (app, { config, dispatcher }) => 
 
   app.decorate('delivery', {
     accept: async ({ action, upstream, workspaceId, connectionId }) => {
+      // A paced Write Key's new events wait out the pace too, so no claim has to pass over them.
+      const pacedUntil = worker.pacedUntil(connectionId)
       const queued = await enqueueAction(queue, app.keyRing, {
-        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents
+        action, upstream, workspaceId, connectionId, maxAgeMs: config.delivery.maxAgeMs, queueMaxEvents: config.delivery.queueMaxEvents, maxEventBytes: config.segment.maxEventBytes, pacedUntil
       })
-      worker.wake()
+      if (pacedUntil === undefined) worker.wake()
       return queued
     },
     worker

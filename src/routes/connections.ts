@@ -132,7 +132,7 @@ const connections: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     // Queued delivery (src/delivery/): queued events are not dropped silently.
-    if (request.query.discardQueued !== 'true') await guardQueued(app, request.workspaceId, request.params.connectionId)
+    await guardQueued(app, request.workspaceId, request.params.connectionId, request.query.discardQueued === 'true')
     await app.connections.delete(request.workspaceId, request.params.connectionId)
     app.oauth.forget(request.params.connectionId)
     return reply.code(204).send(null)

@@ -153,6 +153,9 @@ export const migrations: ReadonlyArray<{ version: number, name: string, statemen
         postgres: `CREATE TRIGGER deliveries_count_update AFTER UPDATE OF state ON deliveries
           FOR EACH ROW WHEN ((OLD.state = 'queued') IS DISTINCT FROM (NEW.state = 'queued')) EXECUTE FUNCTION deliveries_count ()`
       },
+      // Metrics: the oldest queued event, and failed events (also retry-all's rows).
+      'CREATE INDEX deliveries_queued_created ON deliveries (created_ms) WHERE state = \'queued\'',
+      'CREATE INDEX deliveries_failed ON deliveries (connection_id) WHERE state = \'failed\'',
       // Retention of delivered records.
       'CREATE INDEX deliveries_finished ON deliveries (finished_ms) WHERE state = \'delivered\'',
       `CREATE TABLE delivery_events (
