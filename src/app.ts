@@ -15,6 +15,7 @@ import actionRoutes from './routes/actions.js'
 import metrics from './plugins/metrics.js'
 import { loadShedding, workspaceRateLimit } from './plugins/limits.js'
 import segment from './plugins/segment.js'
+import { deferredChildLogger } from './request-logger.js'
 import type { Dispatcher } from 'undici'
 
 export interface AppDeps {
@@ -47,6 +48,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       ...(deps.logStream === undefined ? {} : { stream: deps.logStream })
     },
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: deferredChildLogger,
     // Keep a caller's request id when it is plainly an id (so it cannot inject into logs).
     requestIdHeader: false,
     genReqId: (req) => {
