@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Config, Region } from './config.js'
 import { AppError } from './errors.js'
 import { newId } from './ids.js'
@@ -72,16 +73,30 @@ export function toView (record: ConnectionRecord, warnings?: string[]): Connecti
   }
 }
 
+/**
+ * Opened Write Keys, keyed by everything that went into opening them: the associated data
+ * (workspace and connection), the key id and the sealed bytes. Every rotation or rewrap writes new
+ * sealed bytes (a fresh nonce), so the next request misses and opens the new ciphertext: this saves
+ * the AES-GCM work, never a store read. A ciphertext copied into another row has other associated
+ * data, so it misses too and fails to open as before. Bounded in count and in age, so keys of
+ * deleted connections leave memory.
+ */
+const OPENED_KEYS_MAX = 10_000
+const OPENED_KEY_TTL_MS = 10 * 60_000
+
 /** Connections of one workspace at a time: every method takes the workspace, so no id crosses tenants. */
 export class ConnectionService {
   readonly #store: Store
   readonly #ring: KeyRing
   readonly #segment: Config['segment']
+  readonly #opened: LRUCache<string, string>
 
-  constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
+  constructor (store: Store, ring: KeyRing, segment: Config['segment'], { openedKeyTtlMs = OPENED_KEY_TTL_MS } = {}) {
     this.#store = store
     this.#ring = ring
     this.#segment = segment
+    // ttlAutopurge: an expired key leaves memory on its own, not only when it is looked up again.
+    this.#opened = new LRUCache({ max: OPENED_KEYS_MAX, ttl: openedKeyTtlMs, ttlAutopurge: true })
   }
 
   /**
@@ -167,9 +182,21 @@ export class ConnectionService {
     return { record, baseUrl, writeKey: this.#open(record) }
   }
 
-  /** The Write Key, opened from this row's sealed bytes on every call (AES-256-GCM, a few µs). */
+  /** How many opened Write Keys are in memory (for tests). */
+  get openedKeys (): number {
+    return this.#opened.size
+  }
+
   #open (record: ConnectionRecord): string {
-    return this.#ring.open(record.secret, connectionAad(record.workspaceId, record.id))
+    const aad = connectionAad(record.workspaceId, record.id)
+    const { kid, sealed } = record.secret
+    const key = `${aad}\0${kid}\0${sealed.toString('base64')}`
+    let writeKey = this.#opened.get(key)
+    if (writeKey === undefined) {
+      writeKey = this.#ring.open(record.secret, aad)
+      this.#opened.set(key, writeKey)
+    }
+    return writeKey
   }
 
   async #record (workspaceId: string, id: string): Promise<ConnectionRecord> {

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { build, createConnection, createWorkspace, resolveConnection } from './helper.js'
-import { PASSWORD_WARNING } from '../src/connections.js'
+import { setTimeout } from 'node:timers/promises'
+import { ConnectionService, PASSWORD_WARNING } from '../src/connections.js'
 
 const WRITE_KEY = 'wk_live_9f8e7d6c5b4a39281706f5e4'
 
@@ -136,13 +137,13 @@ t.test('tenant isolation: another workspace\'s connection is a plain 404 on ever
   t.equal((await resolveConnection(app, a.id, mine.id)).writeKey, 'wk_test_0123456789abcdef')
 })
 
-t.test('a Write Key opens only from its own row\'s sealed bytes; a rotation is used by the next call', async (t) => {
+t.test('an opened Write Key is reused only for the very same sealed bytes of the very same row', async (t) => {
   const { app } = await build(t)
   const ws = await createWorkspace(app)
   const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
   const b = await createConnection(app, ws, { writeKey: 'wk_live_bbbb_0000000002' })
   t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
-  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again')
+  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again from memory')
 
   const rotated = await app.inject({ method: 'PUT', url: `/v1/connections/${a.id}/write-key`, headers: ws.auth, payload: { writeKey: 'wk_live_aaaa_rotated0003' } })
   t.equal(rotated.statusCode, 200)
@@ -153,4 +154,15 @@ t.test('a Write Key opens only from its own row\'s sealed bytes; a rotation is u
   const aRecord = (await app.store.getConnection(ws.id, a.id))!
   await app.store.replaceWriteKey(ws.id, b.id, aRecord.secret, '…copy', new Date().toISOString())
   await t.rejects(resolveConnection(app, ws.id, b.id), { name: 'DecryptError' })
+})
+
+t.test('an opened Write Key leaves memory once its time is up, without being looked up again', async (t) => {
+  const { app, config } = await build(t)
+  const ws = await createWorkspace(app)
+  const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
+  const connections = new ConnectionService(app.store, app.keyRing, config.segment, { openedKeyTtlMs: 50 })
+  t.equal((await resolveConnection(app, ws.id, a.id, connections)).writeKey, 'wk_live_aaaa_0000000001')
+  t.equal(connections.openedKeys, 1, 'kept after opening')
+  await setTimeout(300)
+  t.equal(connections.openedKeys, 0, 'gone after its time')
 })

@@ -82,6 +82,7 @@ const timeoutCodes = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
 export class SegmentClient {
   readonly #options: SegmentClientOptions
   readonly #dispatchers = new Map<string, Dispatcher>()
+  readonly #targets = new Map<string, Target>()
   #closed = false
 
   constructor (options: SegmentClientOptions) {
@@ -173,10 +174,18 @@ export class SegmentClient {
     await Promise.all(dispatchers.map((dispatcher) => dispatcher.close()))
   }
 
-  /** Where a (base URL, path) pair points. */
+  /** Where a (base URL, path) pair points, parsed once: base URLs come from configuration. */
   #target (baseUrl: string, path: string): Target {
-    const url = new URL(baseUrl.replace(/\/+$/, '') + path)
-    return { origin: url.origin, path: url.pathname + url.search }
+    const key = baseUrl + '\0' + path
+    let target = this.#targets.get(key)
+    if (target === undefined) {
+      const url = new URL(baseUrl.replace(/\/+$/, '') + path)
+      target = { origin: url.origin, path: url.pathname + url.search }
+      // Bounded by the configured base URLs times six paths; the cap only guards against misuse.
+      if (this.#targets.size >= 1000) this.#targets.clear()
+      this.#targets.set(key, target)
+    }
+    return target
   }
 
   #dispatcher (origin: string): Dispatcher {
