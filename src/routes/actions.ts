@@ -4,6 +4,7 @@ import type { Config } from '../config.js'
 import { AppError, problemResponses } from '../errors.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
+import { Cancel } from '../segment/client.js'
 import { laneKey } from '../segment/coalesce.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
@@ -128,13 +129,13 @@ function answer (reply: Record<string, unknown>): never {
  * keep-alive socket carries many requests, and a listener per request on it would pile up (each
  * holding its controller) until the socket closed.
  */
-function callerGone (response: import('node:http').ServerResponse): AbortSignal {
-  const gone = new AbortController()
+function callerGone (response: import('node:http').ServerResponse): Cancel {
+  const gone = new Cancel()
   response.once('close', () => {
     if (response.writableFinished) return
     gone.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
   })
-  return gone.signal
+  return gone
 }
 
 export default actionRoutes

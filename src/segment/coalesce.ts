@@ -9,7 +9,7 @@
 // batches; an idle lane adds no wait.
 import { AppError } from '../errors.js'
 import { MAX_BATCH_EVENTS, BatchAssembler, planBatches, type BatchPart } from './batcher.js'
-import type { AttemptReport, SegmentClient, SendResult } from './client.js'
+import { Cancel, type AttemptReport, type CancelSignal, type SegmentClient, type SendResult } from './client.js'
 
 export interface CoalesceOptions {
   /** Off: every call is sent alone, at once (COALESCE=off). */
@@ -41,7 +41,7 @@ export interface CoalesceCall {
   writeKey: string
   upstream: CoalescedUpstream
   /** The caller gave up: it is answered at once; the request it was in goes on for the others. */
-  signal?: AbortSignal
+  signal?: CancelSignal
 }
 
 export interface CallerHooks {
@@ -214,7 +214,7 @@ export class Coalescer {
     }
 
     // The request stops early only when every caller in it has gone.
-    const cancel = new AbortController()
+    const cancel = new Cancel()
     let deadline = Infinity
     for (const waiter of live) {
       deadline = Math.min(deadline, waiter.deadline)
@@ -228,7 +228,7 @@ export class Coalescer {
 
     let result: SendResult
     try {
-      result = await this.#client.send({ baseUrl: first.baseUrl, path, writeKey: first.writeKey, render, signal: cancel.signal, deadline }, {
+      result = await this.#client.send({ baseUrl: first.baseUrl, path, writeKey: first.writeKey, render, signal: cancel, deadline }, {
         onAttempt: (report) => {
           this.#options.onAttempt?.(report)
           for (const waiter of live) {
@@ -269,7 +269,11 @@ function withAttemptsBefore (error: unknown, attemptsBefore: number): unknown {
 }
 
 /** Calls `listener` once when `signal` aborts; returns what removes it. */
-function onAbort (signal: AbortSignal, listener: () => void): () => void {
+function onAbort (signal: CancelSignal, listener: () => void): () => void {
+  if (signal instanceof Cancel) {
+    signal.once('abort', listener)
+    return () => { signal.off('abort', listener) }
+  }
   signal.addEventListener('abort', listener, { once: true })
   return () => { signal.removeEventListener('abort', listener) }
 }
