@@ -40,6 +40,11 @@ export interface CoalesceCall {
   baseUrl: string
   writeKey: string
   upstream: CoalescedUpstream
+  /**
+   * Top-level fields of a joined body besides `batch` and `sentAt` (an OAuth source's `writeKey`):
+   * the same for every call of a lane, whose key includes the credentials.
+   */
+  topLevel?: Record<string, unknown>
   /** The caller gave up: it is answered at once; the request it was in goes on for the others. */
   signal?: CancelSignal
 }
@@ -184,7 +189,7 @@ export class Coalescer {
     const waiting = lane.waiting
     lane.waiting = []
     lane.waitingEvents = 0
-    const limits = { maxBatchBytes: this.#options.maxBatchBytes, maxBatchEvents: this.#options.maxBatchEvents ?? MAX_BATCH_EVENTS }
+    const limits = { maxBatchBytes: this.#options.maxBatchBytes, maxBatchEvents: this.#options.maxBatchEvents ?? MAX_BATCH_EVENTS, topLevel: waiting[0]!.call.topLevel }
     for (const group of planBatches(waiting, (waiter) => waiter.call.upstream.part(), limits)) this.#start(lane, group)
   }
 
@@ -206,7 +211,7 @@ export class Coalescer {
     let render = first.upstream.render
     let events = first.upstream.events
     if (joined) {
-      const assembler = new BatchAssembler({ maxBatchBytes: Infinity, maxBatchEvents: Infinity })
+      const assembler = new BatchAssembler({ maxBatchBytes: Infinity, maxBatchEvents: Infinity, topLevel: first.topLevel })
       for (const waiter of live) assembler.add(waiter.call.upstream.part()!)
       path = '/v1/batch'
       render = (sentAt) => assembler.render(sentAt)
