@@ -235,7 +235,7 @@ function isAborted (signal: CancelSignal | undefined): boolean {
 }
 
 /** Calls `listener` once when `signal` aborts; returns what removes it. */
-function onAbort (signal: CancelSignal | undefined, listener: () => void): () => void {
+export function onAbort (signal: CancelSignal | undefined, listener: () => void): () => void {
   if (signal === undefined) return () => {}
   if (signal instanceof Cancel) {
     signal.once('abort', listener)

@@ -9,7 +9,7 @@
 // batches; an idle lane adds no wait.
 import { AppError } from '../errors.js'
 import { MAX_BATCH_EVENTS, BatchAssembler, planBatches, type BatchPart } from './batcher.js'
-import { Cancel, type AttemptReport, type CancelSignal, type SegmentClient, type SendResult } from './client.js'
+import { Cancel, onAbort, type AttemptReport, type CancelSignal, type SegmentClient, type SendResult } from './client.js'
 
 export interface CoalesceOptions {
   /** Off: every call is sent alone, at once (COALESCE=off). */
@@ -176,11 +176,14 @@ export class Coalescer {
       this.#flush(lane)
       this.#release(lane)
     }
-    this.#carry(group).then(done, (error: unknown) => {
-      // #carry settles every caller itself; this is for a bug in it, so no caller hangs.
-      for (const waiter of group) settle(waiter, undefined, error)
-      done()
-    })
+    this.#carry(group).then(done,
+      /* c8 ignore next 5 */
+      (error: unknown) => {
+        // Unreachable: #carry catches what sending throws and settles every caller itself. Kept so
+        // that a bug there cannot leave callers waiting forever or the lane busy.
+        for (const waiter of group) settle(waiter, undefined, error)
+        done()
+      })
   }
 
   /** Everything waiting goes out now, in as few batches as the limits allow. */
@@ -203,8 +206,9 @@ export class Coalescer {
    * split: each call is sent again alone, so only a call Segment refuses gets the 502.
    */
   async #carry (group: Waiter[]): Promise<void> {
-    const live = group.filter((waiter) => !waiter.settled)
-    if (live.length === 0) return
+    // Every caller is still waiting here: one that left while waiting was taken out of the lane,
+    // and nothing awaits between a group's planning and this.
+    const live = group
     const first = live[0]!.call
     const joined = live.length > 1
     let path = first.upstream.path
@@ -243,7 +247,8 @@ export class Coalescer {
       })
     } catch (error) {
       if (joined && error instanceof AppError && error.code === 'segment_rejected') {
-        const attempts = error.extras.attempts ?? 0
+        // Every error send() throws after an attempt carries its attempts.
+        const attempts = error.extras.attempts!
         await Promise.all(live.filter((waiter) => !waiter.settled).map(async (waiter) => {
           waiter.attemptsBefore += attempts
           await this.#carry([waiter])
@@ -270,15 +275,6 @@ function settle (waiter: Waiter, result: CoalesceResult | undefined, error?: unk
 /** The error as this caller sees it: attempts of the refused joined request counted in. */
 function withAttemptsBefore (error: unknown, attemptsBefore: number): unknown {
   if (attemptsBefore === 0 || !(error instanceof AppError)) return error
-  return new AppError(error.code, error.message, { ...error.extras, attempts: (error.extras.attempts ?? 0) + attemptsBefore }, error.retryAfter)
-}
-
-/** Calls `listener` once when `signal` aborts; returns what removes it. */
-function onAbort (signal: CancelSignal, listener: () => void): () => void {
-  if (signal instanceof Cancel) {
-    signal.once('abort', listener)
-    return () => { signal.off('abort', listener) }
-  }
-  signal.addEventListener('abort', listener, { once: true })
-  return () => { signal.removeEventListener('abort', listener) }
+  // Only errors of a resend reach here, and each carries its attempts.
+  return new AppError(error.code, error.message, { ...error.extras, attempts: error.extras.attempts! + attemptsBefore }, error.retryAfter)
 }
