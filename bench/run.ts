@@ -7,8 +7,9 @@
 // BENCH_CONNECTIONS (16), BENCH_SCENARIOS (comma-separated names, all), BENCH_MEMORY_REQUESTS
 // (200000; 0 skips), BENCH_FLOOR_ITERATIONS (300; 0 skips), BENCH_PROFILE (1; 0 skips),
 // PG_URL (a PostgreSQL server for the track-postgres scenario; skipped when unset),
-// BENCH_VARIANTS (label=git-ref,…: other builds of the service measured beside it in the same
-// rounds, for the scenarios in BENCH_VARIANT_SCENARIOS, track-event-32 by default),
+// BENCH_VARIANTS (label=git-ref[@scenario+scenario],…: other builds of the service measured beside
+// it in the same rounds, in the scenarios named, else those of BENCH_VARIANT_SCENARIOS,
+// track-event-32 by default),
 // BENCH_SEGMENT_LIKE (1; 0 skips the Segment-like upstream), BENCH_SEGMENT_LIKE_SECONDS (20),
 // BENCH_SEGMENT_LIKE_RATE (4000), BENCH_SEGMENT_LIKE_CONNECTIONS (400).
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -48,9 +49,10 @@ const settings = {
   profile: number('BENCH_PROFILE', 1) !== 0,
   only: (process.env.BENCH_SCENARIOS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
   variants: (process.env.BENCH_VARIANTS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '').map((entry) => {
-    const [label, ref] = entry.split('=')
-    if (label === undefined || ref === undefined || label === '' || ref === '') throw new Error(`BENCH_VARIANTS: "${entry}" is not label=git-ref`)
-    return { label, ref }
+    const [label, target] = entry.split('=')
+    const [ref, only] = (target ?? '').split('@')
+    if (label === undefined || ref === undefined || label === '' || ref === '') throw new Error(`BENCH_VARIANTS: "${entry}" is not label=git-ref[@scenario+scenario]`)
+    return { label, ref, scenarios: only === undefined ? undefined : only.split('+') }
   }),
   variantScenarios: (process.env.BENCH_VARIANT_SCENARIOS ?? 'track-event-32').split(',').map((s) => s.trim()).filter((s) => s !== ''),
   segmentLike: number('BENCH_SEGMENT_LIKE', 1) !== 0,
@@ -193,7 +195,7 @@ const loadBefore = loadavg()
 
 for (let round = 0; round < settings.rounds; round++) {
   for (const [index, scenario] of selected.entries()) {
-    const labels = settings.variantScenarios.includes(scenario.name) ? [...variantScripts.keys()] : []
+    const labels = settings.variants.filter((v) => (v.scenarios ?? settings.variantScenarios).includes(scenario.name)).map((v) => v.label)
     const forward = ['service', 'baseline', ...labels]
     const order = round % 2 === 0 ? forward : [...forward].reverse()
     const measured: Record<string, Measurement> = {}

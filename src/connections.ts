@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Config } from './config.js'
 import { AppError } from './errors.js'
 import type { ConnectionView, CreateConnectionInput, OAuthInput } from './connection-schemas.js'
@@ -58,16 +59,30 @@ export function toView (record: ConnectionRecord, warnings?: string[]): Connecti
   }
 }
 
+/**
+ * Opened Write Keys, keyed by everything that went into opening them: the associated data
+ * (workspace and connection), the key id and the sealed bytes. Every rotation or rewrap writes new
+ * sealed bytes (a fresh nonce), so the next request misses and opens the new ciphertext: this saves
+ * the AES-GCM work, never a store read. A ciphertext copied into another row has other associated
+ * data, so it misses too and fails to open as before. Bounded in count and in age, so keys of
+ * deleted connections leave memory.
+ */
+const OPENED_KEYS_MAX = 10_000
+const OPENED_KEY_TTL_MS = 10 * 60_000
+
 /** Connections of one workspace at a time: every method takes the workspace, so no id crosses tenants. */
 export class ConnectionService {
   readonly #store: Store
   readonly #ring: KeyRing
   readonly #segment: Config['segment']
+  readonly #opened: LRUCache<string, string>
 
   constructor (store: Store, ring: KeyRing, segment: Config['segment']) {
     this.#store = store
     this.#ring = ring
     this.#segment = segment
+    // ttlAutopurge: an expired key leaves memory on its own, not only when it is looked up again.
+    this.#opened = new LRUCache({ max: OPENED_KEYS_MAX, ttl: OPENED_KEY_TTL_MS, ttlAutopurge: true })
   }
 
   /**
@@ -204,9 +219,16 @@ export class ConnectionService {
     }
   }
 
-  /** The Write Key, opened from this row's sealed bytes on every call (AES-256-GCM, a few µs). */
   #open (record: ConnectionRecord): string {
-    return this.#openSealed(record.secret, connectionAad(record.workspaceId, record.id), 'Write Key')
+    const aad = connectionAad(record.workspaceId, record.id)
+    const { kid, sealed } = record.secret
+    const key = `${aad}\0${kid}\0${sealed.toString('base64')}`
+    let writeKey = this.#opened.get(key)
+    if (writeKey === undefined) {
+      writeKey = this.#openSealed(record.secret, aad, 'Write Key')
+      this.#opened.set(key, writeKey)
+    }
+    return writeKey
   }
 
   #openSealed (secret: ConnectionRecord['secret'], aad: string, what: string): string {

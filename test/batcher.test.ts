@@ -18,6 +18,25 @@ t.test('the assembled body is the parts\' items in order, sized exactly', async 
   t.equal(batchBodyBytes(parts[0]!.items.length + parts[1]!.items.length, 2), body.length)
 })
 
+t.test('top-level fields shared by every part (an OAuth source\'s writeKey) are in the body and in its size', async (t) => {
+  const one = part([{ type: 'track', event: 'é' }])
+  const topLevel = { writeKey: 'wk_oauth_source' }
+  const assembler = new BatchAssembler({ maxBatchBytes: 10_000, topLevel })
+  assembler.add(one)
+  assembler.add(one)
+  const body = assembler.render(sentAt)
+  t.same(JSON.parse(body.toString('utf8')), { batch: [{ type: 'track', event: 'é' }, { type: 'track', event: 'é' }], writeKey: 'wk_oauth_source', sentAt: sentAt.toISOString() })
+  t.equal(body.length, assembler.bytes)
+  const exact = assembler.bytes
+  const tight = new BatchAssembler({ maxBatchBytes: exact, topLevel })
+  tight.add(one)
+  t.ok(tight.fits(one), 'the limit counts the shared fields: exactly full fits')
+  const tooTight = new BatchAssembler({ maxBatchBytes: exact - 1, topLevel })
+  tooTight.add(one)
+  t.notOk(tooTight.fits(one))
+  t.same(planBatches(['a', 'b'], () => one, { maxBatchBytes: exact - 1, topLevel }), [['a'], ['b']], 'the planner counts them too')
+})
+
 t.test('fits() holds the byte limit to the byte and the event limit to the event', async (t) => {
   const one = part([{ type: 'track', event: 'x' }])
   const exact = batchBodyBytes(one.items.length * 2, 2)

@@ -5,9 +5,12 @@
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { Pool } from 'undici'
+import { buildUpstream } from '../src/segment/build.js'
+import { Cancel, SegmentClient } from '../src/segment/client.js'
+import { Coalescer, laneKey, type CoalesceCall } from '../src/segment/coalesce.js'
 import { createConnection } from './helper.js'
 import type { RecordedRequest } from './fake-segment.js'
-import { GENERATED_ID, WRITE_KEY, basicAuth, setupActions, withoutSentAt, type ActionName, type ActionsSetup } from './support/actions.js'
+import { GENERATED_ID, WRITE_KEY, basicAuth, fakeSegment, setupActions, withoutSentAt, type ActionName, type ActionsSetup } from './support/actions.js'
 
 type Json = Record<string, unknown>
 
@@ -396,4 +399,46 @@ t.test('COALESCE=off sends every call alone, at once', async (t) => {
   t.ok(fake.requests.every((request) => request.url === '/v1/track'), 'each to its own path')
   t.same(answers.map((a) => a.attempts), Array(10).fill(1))
   t.ok(completedLines(setup.logs).every((line) => line.upstreamEvents === 1), 'upstreamEvents 1 in every line')
+})
+
+t.test('the coalescer alone: a caller already gone sends nothing; a joined request is cancelled only once all its callers are gone', async (t) => {
+  const fake = await fakeSegment(t)
+  // Attempts long enough that only a cancellation can end a request that hangs.
+  const client = new SegmentClient({ maxAttempts: 1, attemptTimeoutMs: 600_000, deadlineMs: 600_000, userAgent: 'test' })
+  t.teardown(async () => { await client.close() })
+  const coalescer = new Coalescer(client, { enabled: true, deadlineMs: 600_000, maxBatchBytes: 500_000, maxWaitingEvents: 100 })
+  const options = { workspaceId: 'ws_1', connectionId: 'con_1', maxEventBytes: 32_000, maxBatchBytes: 500_000 }
+  const call = (userId: string, signal?: Cancel): CoalesceCall => ({
+    lane: laneKey('con_1', fake.url, 'wk_unit'),
+    baseUrl: fake.url,
+    writeKey: 'wk_unit',
+    upstream: buildUpstream('track-event', { userId, event: 'E' }, options),
+    ...(signal === undefined ? {} : { signal })
+  })
+
+  const gone = new Cancel()
+  gone.abort(new Error('already gone'))
+  await t.rejects(coalescer.send(call('u0', gone)), { message: 'already gone' })
+  t.equal(fake.requests.length, 0, 'nothing sent')
+
+  const held = gate()
+  fake.decide = (request) => request.url === '/v1/batch' ? { hang: true } : { until: held.promise }
+  const first = coalescer.send(call('first'))
+  await fake.waitForRequests(1)
+  const a = new Cancel()
+  const b = new Cancel()
+  const answerA = coalescer.send(call('a', a)).catch((error: unknown) => error)
+  const answerB = coalescer.send(call('b', b)).catch((error: unknown) => error)
+  await until(() => coalescer.waitingEvents === 2)
+  held.open()
+  t.match(await first, { upstreamStatus: 200, upstreamEvents: 1 })
+  await fake.waitForRequests(2)
+  a.abort(new Error('a left'))
+  t.match(await answerA, { message: 'a left' }, 'a is answered at once')
+  t.equal(coalescer.lanes, 1, 'the joined request goes on for b')
+  b.abort(new Error('b left'))
+  t.match(await answerB, { message: 'b left' })
+  // The request hangs upstream: only its cancellation ends it and frees the lane.
+  await until(() => coalescer.lanes === 0)
+  t.equal(fake.requests.length, 2)
 })

@@ -136,13 +136,13 @@ t.test('tenant isolation: another workspace\'s connection is a plain 404 on ever
   t.equal((await resolveConnection(app, a.id, mine.id)).writeKey, 'wk_test_0123456789abcdef')
 })
 
-t.test('a Write Key opens only from its own row\'s sealed bytes; a rotation is used by the next call', async (t) => {
+t.test('an opened Write Key is reused only for the very same sealed bytes of the very same row', async (t) => {
   const { app } = await build(t)
   const ws = await createWorkspace(app)
   const a = await createConnection(app, ws, { writeKey: 'wk_live_aaaa_0000000001' })
   const b = await createConnection(app, ws, { writeKey: 'wk_live_bbbb_0000000002' })
   t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001')
-  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again')
+  t.equal((await resolveConnection(app, ws.id, a.id)).writeKey, 'wk_live_aaaa_0000000001', 'opened again from memory')
 
   const rotated = await app.inject({ method: 'PUT', url: `/v1/connections/${a.id}/write-key`, headers: ws.auth, payload: { writeKey: 'wk_live_aaaa_rotated0003' } })
   t.equal(rotated.statusCode, 200)

@@ -2,6 +2,7 @@
 // that does not import, and a closed manager.
 import t from 'tap'
 import { AppError } from '../src/errors.js'
+import { Cancel } from '../src/segment/client.js'
 import { OAuthTokens, type OAuthSource } from '../src/segment/oauth.js'
 import { ManualClock } from './support/fake-oauth.js'
 import { CLIENT_ID, KEY_ID, fakeOAuth, testKeys } from './support/oauth.js'
@@ -30,9 +31,9 @@ const later = (): number => performance.now() + 10_000
 t.test('a caller that gives up gets its own reason; the shared request goes on for the others', async (t) => {
   const { oauth, tokens, source } = await setup(t)
   oauth.respondWith([{ pass: true, delayMs: 100 }])
-  const cancel = new AbortController()
+  const cancel = new Cancel()
   const signal = new AbortController()
-  const leaving = tokens.token(source(), later(), cancel.signal)
+  const leaving = tokens.token(source(), later(), cancel)
   const leavingToo = tokens.token(source(), later(), signal.signal)
   const staying = tokens.token(source(), later())
   cancel.abort(new Error('caller gone'))
@@ -43,7 +44,7 @@ t.test('a caller that gives up gets its own reason; the shared request goes on f
   t.equal(oauth.requests.length, 1, 'one request for all three')
   t.equal(await tokens.token(source(), later(), new AbortController().signal), oauth.issued[0], 'a live signal gets the cached token')
   tokens.forget('con_1')
-  await t.rejects(tokens.token(source(), later(), cancel.signal), { message: 'caller gone' }, 'an aborted signal stops at once')
+  await t.rejects(tokens.token(source(), later(), cancel), { message: 'caller gone' }, 'an aborted signal stops at once')
   await t.rejects(tokens.token(source(), later(), signal.signal), { message: 'also gone' })
   t.equal(await tokens.token(source(), later()), oauth.issued[1], 'the fetch they started anyway serves the next caller')
   t.equal(oauth.requests.length, 2)

@@ -3,7 +3,7 @@ import t from 'tap'
 import { Pool } from 'undici'
 import { AppError, problemBody } from '../src/errors.js'
 import { buildUpstream } from '../src/segment/build.js'
-import { SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
+import { Cancel, SegmentClient, defaultRetryAfterSeconds, type AttemptReport, type SegmentClientOptions } from '../src/segment/client.js'
 import { startFakeSegment, type FakeSegment } from './fake-segment.js'
 
 const writeKey = 'wk_TESTabcdefghijklmnopqrstuvwxyz12'
@@ -217,12 +217,16 @@ t.test('a slow answer within the attempt timeout succeeds', async (t) => {
   t.same(await client.send({ baseUrl: fake.url, path: built.path, writeKey, render: built.render }), { upstreamStatus: 200, attempts: 1 })
 })
 
-// The caller's AbortSignal stops a send at once:
+// The caller's signal, an AbortSignal or the service's own Cancel emitter, stops a send at once:
 // while an attempt waits for Segment and while the client waits between attempts.
 const signals = {
   AbortSignal: () => {
     const controller = new AbortController()
     return { signal: controller.signal, abort: (reason: Error) => { controller.abort(reason) }, listeners: () => getEventListeners(controller.signal, 'abort').length }
+  },
+  Cancel: () => {
+    const gone = new Cancel()
+    return { signal: gone, abort: (reason: Error) => { gone.abort(reason) }, listeners: () => gone.listenerCount('abort') }
   }
 }
 const phases = [

@@ -2,7 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../config.js'
 import type { ResolvedConnection } from '../connections.js'
 import { AppError } from '../errors.js'
-import type { SegmentClient } from '../segment/client.js'
+import { Cancel, type SegmentClient } from '../segment/client.js'
 import type { UpstreamCredentials } from '../segment/credentials.js'
 import { writeKeyField } from '../segment/build.js'
 import type { KeyRing } from '../store/crypto.js'
@@ -69,7 +69,7 @@ type Sent =
 export class DeliveryWorker {
   readonly #o: WorkerOptions
   readonly #attemptTimeoutMs: number
-  readonly #cancel = new AbortController()
+  readonly #cancel = new Cancel()
   #stopping = false
   #loops: Array<Promise<void>> = []
   #sleepers = new Set<() => void>()
@@ -221,7 +221,7 @@ export class DeliveryWorker {
     })
 
     // Starting a send that the lease could cut would let another replica send the same events.
-    if (Date.now() + this.#attemptTimeoutMs > leaseEnd || this.#cancel.signal.aborted) {
+    if (Date.now() + this.#attemptTimeoutMs > leaseEnd || this.#cancel.aborted) {
       return claimed.map((_d, i) => outcomes[i] ?? { kind: 'release' })
     }
 
@@ -302,7 +302,7 @@ export class DeliveryWorker {
         writeKey: connection.writeKey,
         render: (sentAt) => Buffer.concat([head, Buffer.from(sentAt.toISOString() + '"}', 'latin1')]),
         credentials,
-        signal: this.#cancel.signal
+        signal: this.#cancel
       }, {
         onAttempt: ({ status, durationMs }) => {
           report.upstreamStatus = status
@@ -311,7 +311,7 @@ export class DeliveryWorker {
       })
       sent = { ok: true, status: result.upstreamStatus }
     } catch (error) {
-      if (this.#cancel.signal.aborted || !(error instanceof AppError)) {
+      if (this.#cancel.aborted || !(error instanceof AppError)) {
         sent = { ok: false, released: true }
       } else {
         const status = typeof error.extras.upstreamStatus === 'number' ? error.extras.upstreamStatus : null

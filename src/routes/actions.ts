@@ -5,6 +5,7 @@ import { AppError, problemResponses } from '../errors.js'
 import { Idempotency } from '../idempotency.js'
 import { actionNames, actions } from '../segment/actions.js'
 import { buildUpstream } from '../segment/build.js'
+import { Cancel } from '../segment/client.js'
 import { laneKey } from '../segment/coalesce.js'
 import { ActionAccepted, BatchAccepted } from '../segment/schemas.js'
 import { ConnectionIdParams } from './connections.js'
@@ -146,7 +147,9 @@ const actionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, 
         baseUrl: connection.baseUrl,
         writeKey: connection.writeKey,
         upstream,
-        // OAuth sources: a bearer token instead of Basic (segment/oauth.ts).
+        // OAuth sources: a bearer token instead of Basic (segment/oauth.ts), and the Write Key at
+        // the top of every body, joined ones too.
+        topLevel: connection.oauth === undefined ? undefined : { writeKey: connection.writeKey },
         credentials: connection.oauth === undefined ? undefined : app.oauth.credentials(connection.oauth, connection.writeKey),
         signal: callerGone(reply.raw)
       }, {
@@ -185,13 +188,13 @@ function answer (reply: Record<string, unknown>): never {
  * keep-alive socket carries many requests, and a listener per request on it would pile up (each
  * holding its controller) until the socket closed.
  */
-function callerGone (response: import('node:http').ServerResponse): AbortSignal {
-  const gone = new AbortController()
+function callerGone (response: import('node:http').ServerResponse): Cancel {
+  const gone = new Cancel()
   response.once('close', () => {
     if (response.writableFinished) return
     gone.abort(new AppError('segment_unavailable', 'the caller disconnected before Segment answered'))
   })
-  return gone.signal
+  return gone
 }
 
 export default actionRoutes

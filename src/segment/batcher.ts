@@ -20,18 +20,25 @@ export interface BatchLimits {
   maxBatchBytes: number
   /** Events in one body; MAX_BATCH_EVENTS when left out. */
   maxBatchEvents?: number
-  /** Top-level fields every body carries after the batch (OAuth sources: `,"writeKey":"…"`), counted in the bytes. */
-  tail?: Buffer | undefined
+  /**
+   * Fields every body carries at its top level after `batch` (an OAuth source's `writeKey`, say),
+   * counted in its bytes. Only fields that are the same for every part: parts carry nothing else.
+   */
+  topLevel?: Record<string, unknown>
 }
 
 const open = Buffer.from('{"batch":[')
 const close = Buffer.from(']')
 
-const noTail = Buffer.alloc(0)
-
 /** The exact UTF-8 size of the body that joins parts holding `itemBytes` bytes of items in all. */
-export function batchBodyBytes (itemBytes: number, parts: number, tailBytes = 0): number {
-  return open.length + itemBytes + Math.max(0, parts - 1) + close.length + tailBytes + sentAtTailBytes
+export function batchBodyBytes (itemBytes: number, parts: number, topLevelBytes = 0): number {
+  return open.length + itemBytes + Math.max(0, parts - 1) + close.length + topLevelBytes + sentAtTailBytes
+}
+
+/** `topLevel` as the bytes that follow the batch's `]`: `,"key":value…`, or nothing. */
+function topLevelBytes (topLevel: Record<string, unknown> | undefined): Buffer {
+  const json = topLevel === undefined ? '{}' : JSON.stringify(topLevel)
+  return json === '{}' ? Buffer.alloc(0) : Buffer.from(',' + json.slice(1, -1))
 }
 
 /** Parts gathered into one body while they fit; never splits a part. */
@@ -41,23 +48,23 @@ export class BatchAssembler {
   #events = 0
   readonly #maxBytes: number
   readonly #maxEvents: number
-  readonly #tail: Buffer
+  readonly #topLevel: Buffer
 
   constructor (limits: BatchLimits) {
     this.#maxBytes = limits.maxBatchBytes
     this.#maxEvents = limits.maxBatchEvents ?? MAX_BATCH_EVENTS
-    this.#tail = limits.tail ?? noTail
+    this.#topLevel = topLevelBytes(limits.topLevel)
   }
 
   get events (): number { return this.#events }
 
   /** UTF-8 bytes of the body as it stands. */
-  get bytes (): number { return batchBodyBytes(this.#itemBytes, this.parts.length, this.#tail.length) }
+  get bytes (): number { return batchBodyBytes(this.#itemBytes, this.parts.length, this.#topLevel.length) }
 
   /** Whether `part` can join without passing a limit. */
   fits (part: BatchPart): boolean {
     return this.#events + part.events <= this.#maxEvents &&
-      batchBodyBytes(this.#itemBytes + part.items.length, this.parts.length + 1, this.#tail.length) <= this.#maxBytes
+      batchBodyBytes(this.#itemBytes + part.items.length, this.parts.length + 1, this.#topLevel.length) <= this.#maxBytes
   }
 
   add (part: BatchPart): void {
@@ -75,7 +82,7 @@ export class BatchAssembler {
       at += this.parts[index]!.items.copy(body, at)
     }
     at += close.copy(body, at)
-    at += this.#tail.copy(body, at)
+    at += this.#topLevel.copy(body, at)
     body.write(sentAtTail(sentAt), at, 'latin1')
     return body
   }
@@ -88,6 +95,7 @@ export class BatchAssembler {
  */
 export function planBatches<T> (entries: readonly T[], partOf: (entry: T) => BatchPart | undefined, limits: BatchLimits): T[][] {
   const maxEvents = limits.maxBatchEvents ?? MAX_BATCH_EVENTS
+  const extraBytes = topLevelBytes(limits.topLevel).length
   const batches: T[][] = []
   let current: T[] = []
   let assembler = new BatchAssembler(limits)
@@ -102,7 +110,7 @@ export function planBatches<T> (entries: readonly T[], partOf: (entry: T) => Bat
       batches.push([entry])
       continue
     }
-    if (part.events > maxEvents || batchBodyBytes(part.items.length, 1, limits.tail?.length) > limits.maxBatchBytes) {
+    if (part.events > maxEvents || batchBodyBytes(part.items.length, 1, extraBytes) > limits.maxBatchBytes) {
       // Too big for a joined body even alone: it goes as its own request, the batch goes on.
       batches.push([entry])
       continue

@@ -9,8 +9,7 @@
 // batches; an idle lane adds no wait.
 import { AppError } from '../errors.js'
 import { MAX_BATCH_EVENTS, BatchAssembler, planBatches, type BatchPart } from './batcher.js'
-import { writeKeyField } from './build.js'
-import type { AttemptReport, SegmentClient, SendResult } from './client.js'
+import { Cancel, onAbort, type AttemptReport, type CancelSignal, type SegmentClient, type SendResult } from './client.js'
 import type { UpstreamCredentials } from './credentials.js'
 
 export interface CoalesceOptions {
@@ -41,11 +40,16 @@ export interface CoalesceCall {
   lane: string
   baseUrl: string
   writeKey: string
-  /** OAuth sources: a bearer token, and the Write Key in every body (joined ones too); Basic when absent. */
-  credentials?: UpstreamCredentials | undefined
   upstream: CoalescedUpstream
+  /**
+   * Top-level fields of a joined body besides `batch` and `sentAt` (an OAuth source's `writeKey`):
+   * the same for every call of a lane, whose key includes the credentials.
+   */
+  topLevel?: Record<string, unknown>
+  /** OAuth sources: a bearer token instead of Basic (the lane's key includes the credentials). */
+  credentials?: UpstreamCredentials | undefined
   /** The caller gave up: it is answered at once; the request it was in goes on for the others. */
-  signal?: AbortSignal
+  signal?: CancelSignal
 }
 
 export interface CallerHooks {
@@ -175,11 +179,14 @@ export class Coalescer {
       this.#flush(lane)
       this.#release(lane)
     }
-    this.#carry(group).then(done, (error: unknown) => {
-      // #carry settles every caller itself; this is for a bug in it, so no caller hangs.
-      for (const waiter of group) settle(waiter, undefined, error)
-      done()
-    })
+    this.#carry(group).then(done,
+      /* c8 ignore next 5 */
+      (error: unknown) => {
+        // Unreachable: #carry catches what sending throws and settles every caller itself. Kept so
+        // that a bug there cannot leave callers waiting forever or the lane busy.
+        for (const waiter of group) settle(waiter, undefined, error)
+        done()
+      })
   }
 
   /** Everything waiting goes out now, in as few batches as the limits allow. */
@@ -188,7 +195,7 @@ export class Coalescer {
     const waiting = lane.waiting
     lane.waiting = []
     lane.waitingEvents = 0
-    const limits = { maxBatchBytes: this.#options.maxBatchBytes, maxBatchEvents: this.#options.maxBatchEvents ?? MAX_BATCH_EVENTS, tail: bodyTail(waiting[0]!.call) }
+    const limits = { maxBatchBytes: this.#options.maxBatchBytes, maxBatchEvents: this.#options.maxBatchEvents ?? MAX_BATCH_EVENTS, topLevel: waiting[0]!.call.topLevel }
     for (const group of planBatches(waiting, (waiter) => waiter.call.upstream.part(), limits)) this.#start(lane, group)
   }
 
@@ -202,15 +209,16 @@ export class Coalescer {
    * split: each call is sent again alone, so only a call Segment refuses gets the 502.
    */
   async #carry (group: Waiter[]): Promise<void> {
-    const live = group.filter((waiter) => !waiter.settled)
-    if (live.length === 0) return
+    // Every caller is still waiting here: one that left while waiting was taken out of the lane,
+    // and nothing awaits between a group's planning and this.
+    const live = group
     const first = live[0]!.call
     const joined = live.length > 1
     let path = first.upstream.path
     let render = first.upstream.render
     let events = first.upstream.events
     if (joined) {
-      const assembler = new BatchAssembler({ maxBatchBytes: Infinity, maxBatchEvents: Infinity, tail: bodyTail(first) })
+      const assembler = new BatchAssembler({ maxBatchBytes: Infinity, maxBatchEvents: Infinity, topLevel: first.topLevel })
       for (const waiter of live) assembler.add(waiter.call.upstream.part()!)
       path = '/v1/batch'
       render = (sentAt) => assembler.render(sentAt)
@@ -218,7 +226,7 @@ export class Coalescer {
     }
 
     // The request stops early only when every caller in it has gone.
-    const cancel = new AbortController()
+    const cancel = new Cancel()
     let deadline = Infinity
     for (const waiter of live) {
       deadline = Math.min(deadline, waiter.deadline)
@@ -232,7 +240,7 @@ export class Coalescer {
 
     let result: SendResult
     try {
-      result = await this.#client.send({ baseUrl: first.baseUrl, path, writeKey: first.writeKey, credentials: first.credentials, render, signal: cancel.signal, deadline }, {
+      result = await this.#client.send({ baseUrl: first.baseUrl, path, writeKey: first.writeKey, credentials: first.credentials, render, signal: cancel, deadline }, {
         onAttempt: (report) => {
           this.#options.onAttempt?.(report)
           for (const waiter of live) {
@@ -242,7 +250,8 @@ export class Coalescer {
       })
     } catch (error) {
       if (joined && error instanceof AppError && error.code === 'segment_rejected') {
-        const attempts = error.extras.attempts ?? 0
+        // Every error send() throws after an attempt carries its attempts.
+        const attempts = error.extras.attempts!
         await Promise.all(live.filter((waiter) => !waiter.settled).map(async (waiter) => {
           waiter.attemptsBefore += attempts
           await this.#carry([waiter])
@@ -258,11 +267,6 @@ export class Coalescer {
   }
 }
 
-/** What a joined body of the call's lane carries after its batch: the Write Key, for OAuth sources (all calls of a lane share credentials). */
-function bodyTail (call: CoalesceCall): Buffer | undefined {
-  return call.credentials?.scheme === 'bearer' ? Buffer.from(writeKeyField(call.writeKey)) : undefined
-}
-
 function settle (waiter: Waiter, result: CoalesceResult | undefined, error?: unknown): void {
   if (waiter.settled) return
   waiter.settled = true
@@ -274,11 +278,6 @@ function settle (waiter: Waiter, result: CoalesceResult | undefined, error?: unk
 /** The error as this caller sees it: attempts of the refused joined request counted in. */
 function withAttemptsBefore (error: unknown, attemptsBefore: number): unknown {
   if (attemptsBefore === 0 || !(error instanceof AppError)) return error
-  return new AppError(error.code, error.message, { ...error.extras, attempts: (error.extras.attempts ?? 0) + attemptsBefore }, error.retryAfter)
-}
-
-/** Calls `listener` once when `signal` aborts; returns what removes it. */
-function onAbort (signal: AbortSignal, listener: () => void): () => void {
-  signal.addEventListener('abort', listener, { once: true })
-  return () => { signal.removeEventListener('abort', listener) }
+  // Only errors of a resend reach here, and each carries its attempts.
+  return new AppError(error.code, error.message, { ...error.extras, attempts: error.extras.attempts! + attemptsBefore }, error.retryAfter)
 }

@@ -1,3 +1,5 @@
+import type { CancelSignal } from './client.js'
+
 /**
  * How an upstream request authenticates. The client asks for the Authorization header before each
  * attempt and reports a refusal; everything else about a send stays the same for every kind.
@@ -9,7 +11,7 @@ export interface UpstreamCredentials {
    * The Authorization header of the next attempt. A bearer token may have to be fetched first;
    * that happens before `deadline` (a performance.now() time) or fails with a coded AppError.
    */
-  authorization: (deadline: number, signal?: AbortSignal) => string | Promise<string>
+  authorization: (deadline: number, signal?: CancelSignal) => string | Promise<string>
   /** The Tracking API refused `authorization` (401, 403, 511): the next attempt must not reuse it. */
   refused: (authorization: string) => void
   /** What an error excerpt must never echo back. */

@@ -6,7 +6,7 @@ import { SignJWT, importPKCS8 } from 'jose'
 import { LRUCache } from 'lru-cache'
 import { Pool, type Dispatcher } from 'undici'
 import { AppError } from '../errors.js'
-import { defaultRetryAfterSeconds } from './client.js'
+import { Cancel, defaultRetryAfterSeconds, type CancelSignal } from './client.js'
 import type { UpstreamCredentials } from './credentials.js'
 import { backoffDelay, parseRetryAfter } from './retry.js'
 
@@ -135,7 +135,7 @@ export class OAuthTokens {
   }
 
   /** A valid access token for `source`, fetched (before `deadline`, a performance.now() time) when none is cached. */
-  async token (source: OAuthSource, deadline: number, signal?: AbortSignal): Promise<string> {
+  async token (source: OAuthSource, deadline: number, signal?: CancelSignal): Promise<string> {
     const entry = this.#entry(source)
     const cached = entry.token
     if (cached !== undefined && this.#now() < cached.refreshAt) return cached.value
@@ -313,11 +313,11 @@ function tokenTimeout (): AppError {
 }
 
 async function post (dispatcher: Dispatcher, options: Dispatcher.RequestOptions, timeoutMs: number): Promise<Outcome> {
-  const cancel = new AbortController()
+  const cancel = new Cancel()
   let timedOut = false
   const timer = setTimeout(() => { timedOut = true; cancel.abort() }, timeoutMs)
   try {
-    options.signal = cancel.signal
+    options.signal = cancel
     const { statusCode, headers, body } = await dispatcher.request(options)
     return {
       kind: 'response',
@@ -372,14 +372,19 @@ function errorCode (text: string): string | undefined {
 }
 
 /** `promise`, or the caller's own reason as soon as `signal` aborts (the shared fetch goes on for the others). */
-async function untilAborted<T> (promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+async function untilAborted<T> (promise: Promise<T>, signal: CancelSignal | undefined): Promise<T> {
   if (signal === undefined) return await promise
   if (signal.aborted) throw signal.reason
   let stop = (): void => {}
   const aborted = new Promise<never>((_resolve, reject) => {
     const listener = (): void => { reject(signal.reason) }
-    signal.addEventListener('abort', listener, { once: true })
-    stop = () => { signal.removeEventListener('abort', listener) }
+    if (signal instanceof Cancel) {
+      signal.once('abort', listener)
+      stop = () => { signal.off('abort', listener) }
+    } else {
+      signal.addEventListener('abort', listener, { once: true })
+      stop = () => { signal.removeEventListener('abort', listener) }
+    }
   })
   try {
     return await Promise.race([promise, aborted])
