@@ -106,7 +106,7 @@ t.test('rewrap re-seals the private key: an app with only the new key still gets
   const store = new SqliteStore(dbPath)
   const progress = await rewrap(store, new KeyRing(both.encryptionKeys!))
   await store.close()
-  t.same(progress, { scanned: 2, rewrapped: 2, raced: 0 }, 'the Write Key and the private key')
+  t.same(progress, { scanned: 2, rewrapped: 2, raced: 0, deliveries: 0, left: 0, leftRows: [], canaryCurrent: true }, 'the Write Key and the private key')
 
   const later = await buildApp(loadConfig({ DATABASE_URL: `sqlite:${dbPath}`, ENCRYPTION_KEYS: second, SEGMENT_API_URL: config.segment.baseUrls.us, SEGMENT_OAUTH_URL: oauth.url, LOG_LEVEL: 'silent' }))
   t.teardown(async () => { await later.close() })
