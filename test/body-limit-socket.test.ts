@@ -8,6 +8,7 @@ import { connect, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import { build, createConnection, createWorkspace } from './helper.js'
 import type { UploadAnswer } from './support/upload-client.js'
+import { withoutCoverage } from './support/process.js'
 
 const MB = 1024 * 1024
 const ROUNDS = 5
@@ -16,7 +17,7 @@ const tsx = new URL('../node_modules/.bin/tsx', import.meta.url).pathname
 
 /** Runs the client in its own process, `ROUNDS` times in a row; one answer per round. */
 async function upload (url: string, auth: string, client: 'fetch' | 'http', framing: 'content-length' | 'chunked', bytes: number): Promise<UploadAnswer[]> {
-  const { stdout } = await promisify(execFile)(tsx, [uploadClient, url, auth, client, framing, String(bytes), String(ROUNDS)], { maxBuffer: MB })
+  const { stdout } = await promisify(execFile)(tsx, [uploadClient, url, auth, client, framing, String(bytes), String(ROUNDS)], { maxBuffer: MB, env: withoutCoverage(process.env) })
   return stdout.trim().split('\n').map((line) => JSON.parse(line) as UploadAnswer)
 }
 

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import Database from 'better-sqlite3'
 import { connectionAad, DecryptError, KeyRing } from '../src/store/crypto.js'
 import { build, createConnection, createWorkspace, resolveConnection } from './helper.js'
+import { withoutCoverage } from './support/process.js'
 
 const ring = new KeyRing([{ kid: 'k1', key: randomBytes(32) }])
 const aad = connectionAad('ws_a', 'con_a')
@@ -59,7 +60,7 @@ t.test('rotate ENCRYPTION_KEYS to new,old, rewrap, drop old: every connection re
   for (const writeKey of keys) ids.push((await createConnection(first.app, ws, { writeKey })).id)
   await first.app.close()
 
-  const env = { ...process.env, DATABASE_URL: `sqlite:${first.dbPath}`, ENCRYPTION_KEYS: `${newKey},${oldKey}`, LOG_LEVEL: 'silent' }
+  const env = withoutCoverage({ ...process.env, DATABASE_URL: `sqlite:${first.dbPath}`, ENCRYPTION_KEYS: `${newKey},${oldKey}`, LOG_LEVEL: 'silent' })
   const run = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'rewrap'], { env, encoding: 'utf8' })
   const rewrap = run()
   t.equal(rewrap.status, 0, String(rewrap.stderr))

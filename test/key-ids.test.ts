@@ -10,6 +10,7 @@ import { REWRAP_TRIES, rewrap } from '../src/store/rewrap.js'
 import { SqliteStore } from '../src/store/sqlite.js'
 import type { Store } from '../src/store/store.js'
 import { build, createConnection, createWorkspace } from './helper.js'
+import { withoutCoverage } from './support/process.js'
 
 const oldKey = { kid: 'old', key: randomBytes(32) }
 const newKey = { kid: 'new', key: randomBytes(32) }
@@ -55,7 +56,7 @@ t.test('a row left under a key the ring lacks: /readyz 503, the action 503 key_u
   await t.rejects(buildApp(config), /key id "old", missing from ENCRYPTION_KEYS/, 'start-up refuses')
 
   const cli = (keys: string): ReturnType<typeof spawnSync> => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'rewrap'], {
-    env: { ...process.env, DATABASE_URL: `sqlite:${first.dbPath}`, ENCRYPTION_KEYS: keys, LOG_LEVEL: 'silent' }, encoding: 'utf8'
+    env: withoutCoverage({ ...process.env, DATABASE_URL: `sqlite:${first.dbPath}`, ENCRYPTION_KEYS: keys, LOG_LEVEL: 'silent' }), encoding: 'utf8'
   })
   const stuck = cli(env(newKey))
   t.equal(stuck.status, 1, 'rewrap without the old key exits non-zero')
