@@ -23,9 +23,6 @@ export function resolveKeyRing (config: Pick<Config, 'encryptionKeys' | 'databas
   if (config.database.kind !== 'sqlite') {
     throw new Error('ENCRYPTION_KEYS must be set when DATABASE_URL is PostgreSQL')
   }
-  if (config.database.path === ':memory:') {
-    return { ring: new KeyRing([{ kid: 'ephemeral', key: randomBytes(32) }]) }
-  }
   const file = join(dirname(resolve(config.database.path)), KEY_FILE_NAME)
   try {
     const ring = new KeyRing(parseEncryptionKeys(readFileSync(file, 'utf8').trim(), file))
