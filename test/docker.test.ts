@@ -228,7 +228,9 @@ t.test(`replay on ${nodeNote}: ${realNpmCi ? 'npm ci' : 'the installed tree'}, b
   const cmd = JSON.parse(one(runtime, 'CMD')) as string[]
   if (!tini) t.comment('tini is not installed here: CMD runs without its ENTRYPOINT, and SIGTERM goes to node directly')
   const [command = '', ...args] = tini ? [...entrypoint, ...cmd] : cmd
-  const proc = startProcess(t, command, args, { cwd: image, env: containerEnv })
+  // In the container tini is PID 1; here it is not, so it registers as the subreaper instead (as
+  // its own warning asks), which is what PID 1 gives it: orphans are reaped and it stays quiet.
+  const proc = startProcess(t, command, args, { cwd: image, env: tini ? { ...containerEnv, TINI_SUBREAPER: '1' } : containerEnv })
   const health = await waitForOk(`http://127.0.0.1:${port}/healthz`, proc)
   t.same(await health.json(), { status: 'ok' }, '/healthz 200')
   t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200, '/readyz 200: SQLite (the native addon) and the key ring work')
