@@ -158,6 +158,9 @@ t.test(`replay on ${nodeNote}: ${realNpmCi ? 'npm ci' : 'the installed tree'}, b
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     ...(process.env.npm_config_nodedir === undefined ? {} : { npm_config_nodedir: process.env.npm_config_nodedir }),
+    // And the machine's extra CA certificates, which Node itself reads (Node 22's npm does not get
+    // past a TLS-inspecting egress without them, whatever npmrc's cafile says).
+    ...(process.env.NODE_EXTRA_CA_CERTS === undefined ? {} : { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS }),
     ...envOf(build),
     ...(realNpmCi ? {} : { npm_config_offline: 'true' })
   }
