@@ -209,17 +209,22 @@ export class SegmentClient {
     let dispatcher = this.#dispatchers.get(origin)
     if (dispatcher === undefined) {
       const { attemptTimeoutMs } = this.#options
-      dispatcher = this.#options.dispatcher?.(origin) ?? new Pool(origin, {
-        connections: this.#options.connections ?? 64,
-        pipelining: 1,
-        connectTimeout: Math.min(attemptTimeoutMs, 10_000),
-        headersTimeout: attemptTimeoutMs,
-        bodyTimeout: attemptTimeoutMs
-      })
+      dispatcher = this.#options.dispatcher?.(origin) ?? upstreamPool(origin, attemptTimeoutMs, this.#options.connections ?? 64)
       this.#dispatchers.set(origin, dispatcher)
     }
     return dispatcher
   }
+}
+
+/** A keep-alive pool to one upstream origin, no pipelining, every timeout bounded by the attempt's. */
+export function upstreamPool (origin: string, attemptTimeoutMs: number, connections: number): Pool {
+  return new Pool(origin, {
+    connections,
+    pipelining: 1,
+    connectTimeout: Math.min(attemptTimeoutMs, 10_000),
+    headersTimeout: attemptTimeoutMs,
+    bodyTimeout: attemptTimeoutMs
+  })
 }
 
 /**

@@ -4,9 +4,9 @@
 import { createPrivateKey, randomUUID } from 'node:crypto'
 import { SignJWT, importPKCS8 } from 'jose'
 import { LRUCache } from 'lru-cache'
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { AppError } from '../errors.js'
-import { Cancel, defaultRetryAfterSeconds, type CancelSignal } from './client.js'
+import { Cancel, defaultRetryAfterSeconds, upstreamPool, type CancelSignal } from './client.js'
 import type { UpstreamCredentials } from './credentials.js'
 import { backoffDelay, parseRetryAfter } from './retry.js'
 
@@ -295,13 +295,7 @@ export class OAuthTokens {
     if (dispatcher === undefined) {
       const { attemptTimeoutMs } = this.#options
       // Token requests are rare (one per connection per token lifetime): a few sockets suffice.
-      dispatcher = this.#options.dispatcher?.(origin) ?? new Pool(origin, {
-        connections: 4,
-        pipelining: 1,
-        connectTimeout: Math.min(attemptTimeoutMs, 10_000),
-        headersTimeout: attemptTimeoutMs,
-        bodyTimeout: attemptTimeoutMs
-      })
+      dispatcher = this.#options.dispatcher?.(origin) ?? upstreamPool(origin, attemptTimeoutMs, 4)
       this.#dispatchers.set(origin, dispatcher)
     }
     return dispatcher
